@@ -1,0 +1,22 @@
+//! # effnet-config
+//!
+//! Every architecture number of effnet lives here: the official coefficient table of
+//! tensorflow/tpu (B0–B8, L2, Lite0–4), the free compound coefficient φ, the exact TF
+//! `round_filters` / `round_repeats`, block strings, the resolved stage table and the TOML schema.
+
+pub mod arch;
+pub mod blocks;
+pub mod error;
+pub mod scaling;
+pub mod schema;
+pub mod variant;
+
+pub use arch::{Activation, Architecture, BlockSpec, Padding, ScaleSpec, StageSpec};
+pub use blocks::{BlockArgs, BlockStringError, DEFAULT_BLOCKS, decode_blocks, default_blocks};
+pub use error::{ConfigError, Invalid};
+pub use scaling::{CompoundCoefficients, Scaling, round_filters, round_repeats};
+pub use schema::{
+    AugmentConfig, BackendKind, DataConfig, DatasetKind, EffnetConfig, Interpolation, LabelKind, ModelConfig,
+    OptimConfig, OptimizerKind, Precision, RuntimeConfig, ScheduleConfig, ScheduleKind, TrainConfig, VariantChoice,
+};
+pub use variant::{Family, Variant, VariantParams};

@@ -1,0 +1,17 @@
+//! # effnet-model
+//!
+//! EfficientNet as burn Modules that run unchanged on every burn backend, built by looping over
+//! the stage table of `effnet-config`.
+
+pub mod block;
+pub mod layers;
+pub mod model;
+pub mod norm;
+pub mod params;
+pub mod weights;
+
+pub use block::MbConv;
+pub use model::{DEFAULT_BN_MOMENTUM, EfficientNet, Features};
+pub use norm::BatchNorm;
+pub use params::trainable_params;
+pub use weights::{LoadReport, WeightLayout, WeightsError, load_model};

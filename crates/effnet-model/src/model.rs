@@ -1,0 +1,153 @@
+//! EfficientNet: a loop over the stage table of [`effnet_config::Architecture`].
+
+use crate::block::MbConv;
+use crate::layers::{ConvBnAct, NormSpec};
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+use effnet_config::{Architecture, Variant};
+
+/// burn-convention BatchNorm momentum equivalent to TensorFlow's 0.99.
+pub const DEFAULT_BN_MOMENTUM: f64 = 0.01;
+
+/// EfficientNet (any variant, any φ, B* or Lite*).
+#[derive(Module, Debug)]
+pub struct EfficientNet {
+    pub stem: ConvBnAct,
+    pub blocks: Vec<MbConv>,
+    pub head: ConvBnAct,
+    pub dropout: Dropout,
+    pub classifier: Linear,
+    /// Block indices whose outputs are the stride 2/4/8/16/32 end-points.
+    #[module(skip)]
+    pub endpoints: Vec<usize>,
+}
+
+/// Multi-scale features for detection and segmentation backbones.
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// `reduction_1..5` of tensorflow/tpu: strides 2, 4, 8, 16 and 32.
+    pub reductions: Vec<Tensor<4>>,
+    /// The head output (after the 1×1 head conv, BN and activation), before pooling.
+    pub head: Tensor<4>,
+}
+
+/// tensorflow/tpu's dense initializer: `U(±1/sqrt(num_classes))`, zero bias.
+fn classifier(features: usize, num_classes: usize, device: &Device) -> Linear {
+    let r = 1.0 / (num_classes as f64).sqrt();
+    let mut l = LinearConfig::new(features, num_classes)
+        .with_initializer(Initializer::Uniform { min: -r, max: r })
+        .init(device);
+    l.bias = Some(Initializer::Zeros.init([num_classes], device));
+    l
+}
+
+impl EfficientNet {
+    /// Builds `arch` with TF's BatchNorm momentum (0.99, i.e. burn's 0.01) and TF's weight init.
+    pub fn new(arch: &Architecture, device: &Device) -> Self {
+        Self::with_bn_momentum(arch, DEFAULT_BN_MOMENTUM, device)
+    }
+
+    /// A released variant with 1000 classes.
+    pub fn variant(v: Variant, device: &Device) -> Self {
+        Self::new(&Architecture::variant(v), device)
+    }
+
+    /// Builds `arch` with a burn-convention BatchNorm momentum (`running = (1−m)·running + m·batch`;
+    /// effnet-train converts TOML's TensorFlow value).
+    pub fn with_bn_momentum(arch: &Architecture, bn_momentum: f64, device: &Device) -> Self {
+        let norm = NormSpec { momentum: bn_momentum, epsilon: arch.bn_eps };
+        let (act, pad) = (Some(arch.activation), arch.padding);
+        let stem = ConvBnAct::new(arch.in_channels, arch.stem_channels, 3, 2, 1, pad, norm, act, device);
+        let blocks: Vec<MbConv> =
+            arch.blocks().iter().map(|b| MbConv::new(b, arch.activation, pad, norm, device)).collect();
+        let last = arch.stages.last().map_or(arch.stem_channels, |s| s.out_channels);
+        Self {
+            stem,
+            blocks,
+            head: ConvBnAct::new(last, arch.head_channels, 1, 1, 1, pad, norm, act, device),
+            dropout: DropoutConfig::new(arch.dropout).init(),
+            classifier: classifier(arch.head_channels, arch.num_classes, device),
+            endpoints: arch.reduction_endpoints(),
+        }
+    }
+
+    /// Logits `[batch, num_classes]` for images `[batch, channels, height, width]` of any size.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.forward_head(x);
+        let pooled = x.mean_dim(2).mean_dim(3).flatten::<2>(1, 3);
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    /// The head output before pooling: `[batch, head_channels, ⌈h/32⌉, ⌈w/32⌉]`.
+    pub fn forward_head(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut x = self.stem.forward(x);
+        for b in &self.blocks {
+            x = b.forward(x);
+        }
+        self.head.forward(x)
+    }
+
+    /// The stride 2/4/8/16/32 end-points and the head output.
+    pub fn forward_features(&self, x: Tensor<4>) -> Features {
+        let mut x = self.stem.forward(x);
+        let mut reductions = Vec::with_capacity(self.endpoints.len());
+        for (i, b) in self.blocks.iter().enumerate() {
+            x = b.forward(x);
+            if self.endpoints.contains(&i) {
+                reductions.push(x.clone());
+            }
+        }
+        Features { reductions, head: self.head.forward(x) }
+    }
+
+    /// Number of MBConv blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    /// Sets each block's drop-connect (stochastic depth) rate; `rates.len()` must equal the
+    /// number of blocks. Blocks without a residual ignore their rate.
+    pub fn set_drop_connect_rates(&mut self, rates: &[f64]) {
+        assert_eq!(rates.len(), self.blocks.len(), "one drop-connect rate per block");
+        for (b, &r) in self.blocks.iter_mut().zip(rates) {
+            assert!((0.0..1.0).contains(&r), "drop-connect rate {r} must be in [0, 1)");
+            b.drop_path.rate = r;
+        }
+    }
+
+    /// Current per-block drop-connect rates.
+    pub fn drop_connect_rates(&self) -> Vec<f64> {
+        self.blocks.iter().map(|b| b.drop_path.rate).collect()
+    }
+
+    /// Replaces the classifier with a freshly initialised one for `num_classes`, keeping the
+    /// backbone (fine-tuning on a new dataset).
+    pub fn with_num_classes(mut self, num_classes: usize, device: &Device) -> Self {
+        let features = self.classifier.weight.dims()[0];
+        self.classifier = classifier(features, num_classes, device);
+        self
+    }
+
+    /// Freezes stem, blocks and head: no gradients, BatchNorm uses its running statistics and
+    /// drop-path is off. Only the classifier trains.
+    pub fn freeze_backbone(mut self) -> Self {
+        self.stem = self.stem.freeze();
+        self.blocks = self.blocks.into_iter().map(Module::freeze).collect();
+        self.head = self.head.freeze();
+        self
+    }
+
+    /// Undoes [`EfficientNet::freeze_backbone`].
+    pub fn unfreeze_backbone(mut self) -> Self {
+        self.stem = self.stem.unfreeze();
+        self.blocks = self.blocks.into_iter().map(Module::unfreeze).collect();
+        self.head = self.head.unfreeze();
+        self
+    }
+}

@@ -1,0 +1,90 @@
+//! BatchNorm whose training statistics match PyTorch and TensorFlow.
+
+use burn::module::{Content, DisplaySettings, Flag, Module, ModuleDisplay, Param, RunningState};
+use burn::nn::Initializer;
+use burn::prelude::*;
+
+/// Batch normalisation over `[batch, channels, height, width]`.
+///
+/// burn 0.22.1's own `BatchNorm` stores the *biased* batch variance in `running_var`; PyTorch
+/// and TensorFlow store the unbiased one (× n/(n−1), n = batch·height·width), which is what
+/// ported weights were trained with and what the 4×4 head maps at small inputs are sensitive
+/// to. The normalisation itself uses the biased variance, as everywhere.
+///
+/// The struct keeps burn's name and field names (`gamma`, `beta`, `running_mean`,
+/// `running_var`) so that burn-store's PyTorch adapter maps `weight`/`bias` onto it.
+#[derive(Module, Debug)]
+#[module(custom_display)]
+pub struct BatchNorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    /// Training behaviour (batch statistics) is on while this is enabled on an autodiff device.
+    pub training: Param<Flag>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    /// burn/PyTorch convention: `running = (1 − momentum)·running + momentum·batch`.
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+impl BatchNorm {
+    /// A BatchNorm over `channels` with burn-convention `momentum` (0.01 ≙ TF's 0.99).
+    pub fn new(channels: usize, momentum: f64, epsilon: f64, device: &Device) -> Self {
+        Self {
+            gamma: Initializer::Ones.init([channels], device),
+            beta: Initializer::Zeros.init([channels], device),
+            training: Param::from_bool(true),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            momentum,
+            epsilon,
+        }
+    }
+
+    /// Normalises `x`; on an autodiff device in training mode it uses and records batch statistics.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if x.device().is_autodiff() && self.training.is_enabled() {
+            self.forward_train(x)
+        } else {
+            let device = x.device();
+            burn::tensor::module::batch_norm(
+                x,
+                self.gamma.val(),
+                self.beta.val(),
+                self.running_mean.value().to_device(&device),
+                self.running_var.value().to_device(&device),
+                self.epsilon,
+            )
+        }
+    }
+
+    fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        let [n, _, h, w] = x.dims();
+        let count = (n * h * w) as f64;
+        let result = burn::tensor::module::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+        let m = self.momentum;
+        let mean = self.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m).add(result.mean.mul_scalar(m));
+        let var = self
+            .running_var
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(result.variance.mul_scalar(m * unbiased));
+        self.running_mean.update(mean.detach());
+        self.running_var.update(var.detach());
+        result.output
+    }
+}
+
+impl ModuleDisplay for BatchNorm {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new().with_new_line_after_attribute(false).optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        let [c] = self.beta.shape().dims();
+        content.add("channels", &c).add("momentum", &self.momentum).add("epsilon", &self.epsilon).optional()
+    }
+}
