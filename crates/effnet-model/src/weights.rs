@@ -313,8 +313,11 @@ impl EfficientNet {
         let keep_classifier = classifier_reset.is_none();
         let result = match Format::of(path) {
             Format::Safetensors => {
-                let mut store =
-                    SafetensorsStore::from_file(path).remap(remapper).allow_partial(true).map_indices_contiguous(false);
+                let mut store = SafetensorsStore::from_file(path)
+                    .remap(remapper)
+                    .allow_partial(true)
+                    .validate(false)
+                    .map_indices_contiguous(false);
                 if layout != WeightLayout::Effnet {
                     store = store.with_from_adapter(PyTorchToBurnAdapter);
                 }
@@ -324,8 +327,11 @@ impl EfficientNet {
                 self.load_from(&mut store).map_err(|e| read_err(&e))?
             }
             _ => {
-                let mut store =
-                    PytorchStore::from_file(path).remap(remapper).allow_partial(true).map_indices_contiguous(false);
+                let mut store = PytorchStore::from_file(path)
+                    .remap(remapper)
+                    .allow_partial(true)
+                    .validate(false)
+                    .map_indices_contiguous(false);
                 if !keep_classifier {
                     store = store.with_predicate(|p, _| !p.starts_with("classifier."));
                 }
@@ -363,6 +369,7 @@ fn finish(
     let mut problems: Vec<String> = r
         .errors
         .iter()
+        .take(10)
         .map(|e| match e {
             ApplyError::ShapeMismatch { path, expected, found } => {
                 format!(
@@ -375,6 +382,9 @@ fn finish(
             other => format!("  {other}"),
         })
         .collect();
+    if r.errors.len() > 10 {
+        problems.push(format!("  … and {} more tensors of the wrong shape", r.errors.len() - 10));
+    }
     let missing: Vec<String> = r
         .missing
         .iter()
@@ -417,4 +427,16 @@ pub fn load_model(
     let mut model = EfficientNet::new(arch, device);
     let report = model.load_weights(path, arch)?;
     Ok((model, report))
+}
+
+/// Number of classes of a checkpoint's classifier, if it has one (`None` for `.bpk`).
+pub fn checkpoint_num_classes(path: &Path) -> Result<Option<usize>, WeightsError> {
+    let layout = detect_layout(path)?;
+    let shapes = file_shapes(path)?;
+    Ok(match layout {
+        WeightLayout::Effnet => shapes.get("classifier.weight").map(|s| s[1]),
+        WeightLayout::Lukemelas => shapes.get("_fc.weight").map(|s| s[0]),
+        WeightLayout::Timm => shapes.get("classifier.weight").map(|s| s[0]),
+        WeightLayout::Torchvision => shapes.get("classifier.1.weight").map(|s| s[0]),
+    })
 }

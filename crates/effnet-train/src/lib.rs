@@ -1,8 +1,10 @@
 //! # effnet-train
 //!
-//! Training-side pieces of effnet. Today: the drop-connect schedule and the TensorFlow → burn
-//! BatchNorm momentum conversion, applied when a model is built from a config.
+//! Training-side pieces of effnet. Today: the drop-connect schedule, the TensorFlow → burn
+//! BatchNorm momentum conversion (applied when a model is built from a config) and the
+//! evaluation preprocessing.
 
+pub mod preprocess;
 pub mod regularization;
 
 use burn::prelude::Device;

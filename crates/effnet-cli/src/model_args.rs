@@ -1,0 +1,99 @@
+//! Choosing an architecture and loading weights for `forward` and `predict`.
+
+use anyhow::{Result, anyhow};
+use burn::prelude::Device;
+use clap::{Args, ValueEnum};
+use effnet_config::{Architecture, EffnetConfig, Padding, Variant};
+use effnet_model::{EfficientNet, LoadReport, WeightLayout, checkpoint_num_classes, detect_layout};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PaddingArg {
+    TfSame,
+    Symmetric,
+}
+
+impl From<PaddingArg> for Padding {
+    fn from(p: PaddingArg) -> Self {
+        match p {
+            PaddingArg::TfSame => Padding::TfSame,
+            PaddingArg::Symmetric => Padding::Symmetric,
+        }
+    }
+}
+
+/// The model to run: a released variant or a config's `[model]`, and its weights.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Released variant (b0…b8, l2, lite0…lite4).
+    #[arg(long, required_unless_present = "config")]
+    pub variant: Option<String>,
+    /// A config file whose [model] section describes the network (custom widths, blocks, …).
+    #[arg(long, conflicts_with = "variant")]
+    pub config: Option<PathBuf>,
+    /// Weights: .pth / .safetensors (EfficientNet-PyTorch, timm, torchvision or effnet layout) or .bpk.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Padding; default: what the weights were trained with (or the config's).
+    #[arg(long, value_enum)]
+    pub padding: Option<PaddingArg>,
+    /// BatchNorm epsilon; default: what the weights were trained with (or the config's).
+    #[arg(long)]
+    pub bn_eps: Option<f64>,
+    /// Number of classes; default: the checkpoint's classifier.
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+}
+
+impl ModelArgs {
+    /// Resolves the architecture and loads the weights, reporting what was decided on stderr.
+    pub fn load(&self, device: &Device) -> Result<(Architecture, EfficientNet, LoadReport)> {
+        let layout = detect_layout(&self.weights)?;
+        let mut arch = match (&self.variant, &self.config) {
+            (Some(v), _) => {
+                let v: Variant = v.parse().map_err(|e: String| anyhow!("--variant: {e}"))?;
+                let mut a = Architecture::variant(v);
+                if let Some((padding, eps)) = layout.source_defaults(&self.weights, &a) {
+                    (a.padding, a.bn_eps) = (padding, eps);
+                }
+                a
+            }
+            (None, Some(path)) => EffnetConfig::load(path)?.model.architecture().map_err(|e| e.in_file(path))?,
+            (None, None) => unreachable!("clap requires --variant or --config"),
+        };
+        if let Some(p) = self.padding {
+            arch.padding = p.into();
+        }
+        if let Some(eps) = self.bn_eps {
+            if !(eps > 0.0 && eps < 1.0) {
+                return Err(anyhow!("--bn-eps: invalid value {eps}: must be in (0, 1)"));
+            }
+            arch.bn_eps = eps;
+        }
+        match (self.num_classes, checkpoint_num_classes(&self.weights)?) {
+            (Some(0), _) => return Err(anyhow!("--num-classes: invalid value 0: must be at least 1")),
+            (Some(n), _) | (None, Some(n)) => arch.num_classes = n,
+            (None, None) => {}
+        }
+        let mut model = EfficientNet::new(&arch, device);
+        let report = model.load_weights(&self.weights, &arch)?;
+        eprintln!(
+            "loaded {} tensors from {} ({} layout); {} with padding {:?}, BN eps {}",
+            report.applied,
+            self.weights.display(),
+            layout,
+            arch.name,
+            arch.padding,
+            arch.bn_eps
+        );
+        if let Some((from, to)) = report.classifier_reset {
+            eprintln!("note: the checkpoint's classifier has {from} classes; using a new {to}-class classifier");
+        }
+        if layout == WeightLayout::Timm && self.padding.is_none() && self.variant.is_some() {
+            eprintln!(
+                "note: timm checkpoint; padding/eps chosen from the file name (tf_ = TF port); override with --padding/--bn-eps"
+            );
+        }
+        Ok((arch, model, report))
+    }
+}

@@ -1,0 +1,240 @@
+//! The `effnet` binary end to end: exit codes, JSON shapes, error messages, parity through the CLI.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn effnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_effnet")).args(args).output().expect("run effnet")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixtures() -> PathBuf {
+    repo().join("crates/effnet-model/tests/fixtures")
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("effnet-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A failed command: exit code 1, a one-line `error:` message, no panic.
+fn assert_clean_failure(o: &Output) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    err
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let o = effnet(&["--help"]);
+    assert!(o.status.success());
+    for cmd in ["info", "config", "forward", "predict"] {
+        assert!(stdout(&o).contains(cmd), "{}", stdout(&o));
+    }
+}
+
+#[test]
+fn info_json_has_every_variant_with_params_and_macs() {
+    let o = effnet(&["info", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 15);
+    for key in ["variant", "params", "macs", "resolution", "width", "depth", "dropout"] {
+        assert!(rows.iter().all(|r| r.get(key).is_some()), "missing {key}");
+    }
+    let b0 = rows.iter().find(|r| r["variant"] == "b0").unwrap();
+    assert_eq!(b0["params"], 5_288_548);
+    assert_eq!(b0["resolution"], 224);
+    let macs = b0["macs"].as_f64().unwrap() / 1e9;
+    assert!((macs - 0.39).abs() < 0.01, "{macs}");
+    let o = effnet(&["info", "--variant", "b7", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["params"], 66_347_960);
+    assert_eq!(
+        (v[0]["width"].as_f64(), v[0]["depth"].as_f64(), v[0]["dropout"].as_f64()),
+        (Some(2.0), Some(3.1), Some(0.5))
+    );
+    let macs = v[0]["macs"].as_f64().unwrap() / 1e9;
+    assert!((macs - 37.0).abs() < 1.0, "{macs}");
+}
+
+#[test]
+fn config_check_prints_the_stage_table_or_a_clean_error() {
+    let o = effnet(&["config", "check", repo().join("configs/custom-phi.toml").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("custom-phi1.5") && out.contains("stage") && out.contains("repeats"), "{out}");
+
+    let dir = tmp_dir("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[model]\nvariant = \"b0\"\ndropout = 2.0\n").unwrap();
+    let err = assert_clean_failure(&effnet(&["config", "check", bad.to_str().unwrap()]));
+    assert!(err.contains("bad.toml") && err.contains("model.dropout") && err.contains("2"), "{err}");
+    std::fs::write(&bad, "[train]\nepoch = 3\n").unwrap();
+    let err = assert_clean_failure(&effnet(&["config", "check", bad.to_str().unwrap()]));
+    assert!(err.contains("bad.toml:2:1") && err.contains("unknown field `epoch`"), "{err}");
+    let err = assert_clean_failure(&effnet(&["config", "check", "/nonexistent.toml"]));
+    assert!(err.contains("/nonexistent.toml: cannot read"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let f = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
+    let shape = f.shape().to_vec();
+    (shape, f.into_vec::<f32>().unwrap())
+}
+
+#[test]
+fn forward_reproduces_pytorch_logits() {
+    let dir = tmp_dir("forward");
+    let cfg = dir.join("narrow.toml");
+    std::fs::write(&cfg, "[model]\nvariant = \"custom\"\nwidth = 0.25\ndepth = 0.5\nnum_classes = 10\n").unwrap();
+    let fx = fixtures().join("timm_tf_b0");
+    let out = dir.join("logits.npy");
+    let o = effnet(&[
+        "forward",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--weights",
+        fx.join("weights.pth").to_str().unwrap(),
+        "--input",
+        fx.join("input.npy").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (shape, got) = read_npy(&out);
+    let (_, want) = read_npy(&fx.join("logits.npy"));
+    assert_eq!(shape, [2, 10]);
+    let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d <= 1e-4, "max |Δ| = {d:e}");
+
+    // timm's efficientnet_b0 needs symmetric padding and eps 1e-5: the flags set them.
+    let fx = fixtures().join("timm_b0");
+    let o = effnet(&[
+        "forward",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--padding",
+        "symmetric",
+        "--bn-eps",
+        "1e-5",
+        "--input",
+        fx.join("input.npy").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, got) = read_npy(&out);
+    let (_, want) = read_npy(&fx.join("logits.npy"));
+    let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d <= 1e-4, "max |Δ| = {d:e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn forward_rejects_bad_inputs_cleanly() {
+    let dir = tmp_dir("forward-bad");
+    let fx = fixtures().join("timm_tf_b0");
+    let weights = fx.join("weights.safetensors");
+    // A 3-D array.
+    let bad = dir.join("bad.npy");
+    {
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[3, 4, 5])
+            .writer(std::fs::File::create(&bad).unwrap())
+            .begin_nd()
+            .unwrap();
+        w.extend(vec![0f32; 60]).unwrap();
+        w.finish().unwrap();
+    }
+    let args = |input: &Path| {
+        vec![
+            "forward".to_string(),
+            "--variant".into(),
+            "b0".into(),
+            "--weights".into(),
+            weights.to_str().unwrap().into(),
+            "--input".into(),
+            input.to_str().unwrap().into(),
+            "--output".into(),
+            dir.join("out.npy").to_str().unwrap().into(),
+        ]
+    };
+    let run = |a: Vec<String>| effnet(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = assert_clean_failure(&run(args(&bad)));
+    assert!(err.contains("bad.npy") && err.contains("4-D"), "{err}");
+    // A file that is not .npy at all.
+    let err = assert_clean_failure(&run(args(&fx.join("meta.json"))));
+    assert!(err.contains("meta.json"), "{err}");
+    // The narrow weights do not fit a real B0: the error names a key and both shapes.
+    let err = assert_clean_failure(&run(args(&fx.join("input.npy"))));
+    assert!(err.contains("`conv_stem.weight` has shape [8, 3, 3, 3]") && err.contains("[32, 3, 3, 3]"), "{err}");
+    assert!(!dir.join("out.npy").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn predict_classifies_real_photos_with_imagenet_lite0() {
+    let assets = repo().join("target/test-assets");
+    let weights = assets.join("efficientnet-lite0-57934424.pth");
+    assert!(weights.is_file(), "run scripts/fetch_test_assets.sh first");
+    let o = effnet(&[
+        "predict",
+        "--variant",
+        "lite0",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--json",
+        assets.join("chelsea.png").to_str().unwrap(),
+        assets.join("coffee.png").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let pytorch: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("lite0_imagenet/top5.json")).unwrap()).unwrap();
+    for (i, want_top1) in [(0, 281..=285), (1, 967..=967)] {
+        let top: Vec<u64> = v[i]["top"].as_array().unwrap().iter().map(|p| p["index"].as_u64().unwrap()).collect();
+        assert_eq!(top.len(), 5);
+        assert!(want_top1.contains(&top[0]), "{}: top-1 {}", v[i]["image"], top[0]);
+        // effnet decodes and resizes with the `image` crate, PyTorch's reference with PIL: the
+        // top-5 classes still agree.
+        let reference: Vec<u64> = serde_json::from_value(pytorch[i]["indices"].clone()).unwrap();
+        let common = top.iter().filter(|t| reference.contains(t)).count();
+        assert!(common >= 4, "{top:?} vs PyTorch {reference:?}");
+        let p: f64 = v[i]["top"][0]["prob"].as_f64().unwrap();
+        assert!(p > 0.3 && p <= 1.0, "{p}");
+        assert!(v[i]["top"][0]["label"].as_str().unwrap().len() > 2);
+    }
+    assert_eq!(v[1]["top"][0]["label"], "espresso");
+
+    let err = assert_clean_failure(&effnet(&[
+        "predict",
+        "--variant",
+        "lite0",
+        "--weights",
+        weights.to_str().unwrap(),
+        "/nonexistent/cat.jpg",
+    ]));
+    assert!(err.contains("/nonexistent/cat.jpg"), "{err}");
+}
