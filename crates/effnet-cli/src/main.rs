@@ -4,6 +4,7 @@ mod info;
 mod model_args;
 mod npy;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,6 +24,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train from a config file (see configs/); leaves metrics, plots and checkpoints in the run dir.
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Run directory; default: [runtime] run_dir.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue from the run directory's latest complete checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Evaluate a checkpoint on the dataset's test split: loss, top-1, top-5.
+    Eval {
+        #[arg(long)]
+        config: PathBuf,
+        /// A weights file, or a run directory (its latest.bpk, or ema.bpk with --ema).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Evaluate the EMA weights of a run directory.
+        #[arg(long)]
+        ema: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print width, depth, resolution, dropout, parameters and MACs of the variants.
     Info {
         /// One variant (b0…b8, l2, lite0…lite4); all when omitted.
@@ -95,6 +120,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { variant, config, json } => info::run_info(variant.as_deref(), config.as_deref(), json),
         Command::Config { command: ConfigCommand::Check { file, json } } => info::run_config_check(&file, json),
+        Command::Train { config, run_dir, resume } => train::run_train(&config, run_dir.as_deref(), resume),
+        Command::Eval { config, checkpoint, ema, json } => train::run_eval(&config, &checkpoint, ema, json),
         Command::Forward { model, input, output } => run::forward(&model, &input, &output),
         Command::Predict { model, top, json, resolution, crop_fraction, mean, std, images } => {
             let opts = run::PredictOptions { top, json, resolution, crop_fraction, mean, std };

@@ -4,8 +4,17 @@
 //! BatchNorm momentum conversion (applied when a model is built from a config) and the
 //! evaluation preprocessing.
 
+pub mod data;
+pub mod ema;
+pub mod evaluate;
+pub mod learner;
+pub mod optim;
+pub mod plot;
 pub mod preprocess;
+pub mod progress;
 pub mod regularization;
+pub mod schedule;
+pub mod trainer;
 
 use burn::prelude::Device;
 use effnet_config::{ConfigError, EffnetConfig, Invalid};

@@ -1,0 +1,67 @@
+//! `effnet train` and `effnet eval`.
+
+use anyhow::{Context, Result, bail};
+use effnet_train::evaluate::evaluate_net;
+use effnet_train::trainer::{ConfigSource, device_for, train};
+use std::path::{Path, PathBuf};
+
+/// `effnet train --config FILE [--run-dir DIR] [--resume]`.
+pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool) -> Result<()> {
+    let src = ConfigSource::load(config)?;
+    let run_dir = run_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&src.config.runtime.run_dir));
+    let summary = train(&src, &run_dir, resume)?;
+    println!(
+        "done: {} epochs; validation top-1 {:.2}% top-5 {:.2}% loss {:.4} (best top-1 {:.2}% at epoch {}){}",
+        summary.epochs,
+        100.0 * summary.final_.val_top1,
+        100.0 * summary.final_.val_top5,
+        summary.final_.val_loss,
+        100.0 * summary.best.val_top1,
+        summary.best.epoch,
+        summary.ema.as_ref().map_or(String::new(), |e| format!("; EMA top-1 {:.2}%", 100.0 * e.val_top1))
+    );
+    println!("run directory: {}", run_dir.display());
+    Ok(())
+}
+
+/// `effnet eval --config FILE --checkpoint FILE|RUN_DIR [--ema] [--json]`: the test split.
+pub fn run_eval(config: &Path, checkpoint: &Path, ema: bool, json: bool) -> Result<()> {
+    let src = ConfigSource::load(config)?;
+    let cfg = &src.config;
+    let weights = if checkpoint.is_dir() {
+        checkpoint.join(if ema { "ema.bpk" } else { "latest.bpk" })
+    } else if ema {
+        bail!("--ema needs a run directory (it reads RUN_DIR/ema.bpk); {} is a file", checkpoint.display());
+    } else {
+        checkpoint.to_path_buf()
+    };
+    if !weights.is_file() {
+        bail!("{}: no such checkpoint", weights.display());
+    }
+    let device = device_for(cfg).map_err(|e| e.in_file(config))?;
+    let arch = cfg.model.architecture().map_err(|e| e.in_file(config))?;
+    let mut net = effnet_model::EfficientNet::new(&arch, &device);
+    net.load_weights(&weights, &arch)?;
+    let ds = effnet_train::data::open_dataset(&cfg.data, &src.base_dir())?;
+    let split = ds.test();
+    let size = cfg.data.image_size.unwrap_or(arch.resolution);
+    let m = evaluate_net(&net.valid(), split, &cfg.data, size, cfg.train.batch_size, &device);
+    if json {
+        let out = serde_json::json!({
+            "checkpoint": weights, "split": split.name, "images": m.images,
+            "loss": m.loss, "top1": m.top1, "top5": m.top5,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).context("json")?);
+    } else {
+        println!(
+            "{} on {} ({} images): loss {:.4} top-1 {:.2}% top-5 {:.2}%",
+            weights.display(),
+            split.name,
+            m.images,
+            m.loss,
+            100.0 * m.top1,
+            100.0 * m.top5
+        );
+    }
+    Ok(())
+}

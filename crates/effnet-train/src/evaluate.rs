@@ -1,0 +1,53 @@
+//! Evaluation: loss, top-1 and top-5 of a network on a split.
+
+use crate::data::{self, ClassificationBatch, Split};
+use burn::prelude::*;
+use effnet_config::DataConfig;
+use effnet_model::EfficientNet;
+use serde::Serialize;
+
+/// Evaluation metrics (accuracies as fractions in 0..1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EvalMetrics {
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+    pub images: usize,
+}
+
+/// Per-batch sums: (loss·n, top-1 hits, top-5 hits, n).
+fn batch_sums(net: &EfficientNet, batch: ClassificationBatch) -> (f64, usize, usize, usize) {
+    let logits = net.forward(batch.images);
+    let [n, classes] = logits.dims();
+    let logp = burn::tensor::activation::log_softmax(logits.clone(), 1);
+    let targets = batch.targets.clone().reshape([n, 1]);
+    let nll = logp.gather(1, targets.clone()).neg().sum().into_scalar::<f32>() as f64;
+    let k = classes.min(5);
+    let topk = logits.argsort_descending(1).slice([0..n, 0..k]);
+    let hits = topk.equal(targets.expand([n, k])).int();
+    let top1 = hits.clone().slice([0..n, 0..1]).sum().into_scalar::<i64>() as usize;
+    let top5 = hits.sum().into_scalar::<i64>() as usize;
+    (nll, top1, top5, n)
+}
+
+/// Evaluates `net` (in eval mode) on `split` with the evaluation transform.
+pub fn evaluate_net(
+    net: &EfficientNet,
+    split: &Split,
+    cfg: &DataConfig,
+    image_size: usize,
+    batch_size: usize,
+    device: &Device,
+) -> EvalMetrics {
+    let loader = data::eval_loader(split, cfg, image_size, batch_size, device);
+    let (mut loss, mut t1, mut t5, mut n) = (0.0, 0, 0, 0);
+    for batch in loader.iter().flatten() {
+        let (l, a, b, m) = batch_sums(net, batch);
+        loss += l;
+        t1 += a;
+        t5 += b;
+        n += m;
+    }
+    let d = n.max(1) as f64;
+    EvalMetrics { loss: loss / d, top1: t1 as f64 / d, top5: t5 as f64 / d, images: n }
+}

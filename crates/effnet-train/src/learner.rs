@@ -1,0 +1,123 @@
+//! The module burn-train trains: the network, its EMA copy, and the per-step training logic.
+
+use crate::data::ClassificationBatch;
+use crate::ema::{ema_copy, ema_decay_at, ema_update};
+use crate::regularization::drop_connect_rates;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::prelude::*;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use effnet_model::EfficientNet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Settings of the step that are not weights.
+#[derive(Debug, Clone)]
+pub struct StepSettings {
+    pub label_smoothing: f64,
+    pub seed: u64,
+    /// EMA decay (None: no EMA).
+    pub ema_decay: Option<f64>,
+    /// Final drop-connect rate; block i of N gets rate·i/N.
+    pub drop_connect_rate: f64,
+    /// Ramp the drop-connect rate from 0 over `total_steps`.
+    pub drop_connect_ramp: bool,
+    pub total_steps: usize,
+}
+
+/// What burn-train's learner holds: the live network and its exponential moving average.
+#[derive(Module, Debug)]
+pub struct TrainingModel {
+    pub net: EfficientNet,
+    /// EMA of the weights and BatchNorm statistics; no gradients.
+    pub ema: Option<EfficientNet>,
+    #[module(skip)]
+    pub settings: StepSettings,
+    /// Optimizer steps taken (shared by clones: the learner clones the model for validation).
+    #[module(skip)]
+    pub steps: Arc<AtomicUsize>,
+}
+
+impl TrainingModel {
+    /// Wraps `net`; `steps_done` > 0 when resuming.
+    pub fn new(net: EfficientNet, settings: StepSettings, steps_done: usize) -> Self {
+        let ema = settings.ema_decay.map(|_| ema_copy(&net));
+        let mut m = Self { net, ema, settings, steps: Arc::new(AtomicUsize::new(steps_done)) };
+        m.apply_drop_connect(steps_done);
+        m
+    }
+
+    fn apply_drop_connect(&mut self, step: usize) {
+        let progress = if self.settings.drop_connect_ramp {
+            step as f64 / self.settings.total_steps.max(1) as f64
+        } else {
+            1.0
+        };
+        let rates = drop_connect_rates(self.settings.drop_connect_rate, self.net.num_blocks(), progress);
+        self.net.set_drop_connect_rates(&rates);
+    }
+
+    /// Loss, logits and targets of a batch. Soft targets (mixup/cutmix) use the soft
+    /// cross-entropy; label smoothing applies to both.
+    pub fn forward_classification(&self, net: &EfficientNet, batch: ClassificationBatch) -> ClassificationOutput {
+        let logits = net.forward(batch.images);
+        let smoothing = self.settings.label_smoothing;
+        let loss = match batch.soft_targets {
+            Some(soft) => {
+                let classes = soft.dims()[1] as f64;
+                let soft = soft.mul_scalar(1.0 - smoothing).add_scalar(smoothing / classes);
+                let logp = burn::tensor::activation::log_softmax(logits.clone(), 1);
+                (soft * logp).sum_dim(1).neg().mean()
+            }
+            None => {
+                let ce = CrossEntropyLossConfig::new().with_smoothing((smoothing > 0.0).then_some(smoothing as f32));
+                ce.init(&logits.device()).forward(logits.clone(), batch.targets.clone())
+            }
+        };
+        ClassificationOutput::new(loss, logits, batch.targets)
+    }
+
+    fn after_step(mut self) -> Self {
+        let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        if let (Some(ema), Some(decay)) = (self.ema.take(), self.settings.ema_decay) {
+            self.ema = Some(ema_update(ema, &self.net, ema_decay_at(decay, n)));
+        }
+        if self.settings.drop_connect_ramp {
+            self.apply_drop_connect(n);
+        }
+        self
+    }
+}
+
+impl TrainStep for TrainingModel {
+    type Input = ClassificationBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ClassificationBatch) -> TrainOutput<ClassificationOutput> {
+        // Dropout and drop-path masks come from a per-step seed, so a resumed run draws the
+        // same masks as an uninterrupted one.
+        let step = self.steps.load(Ordering::SeqCst) as u64;
+        batch.images.device().seed(self.settings.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step));
+        let out = self.forward_classification(&self.net, batch);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
+        optim.step(lr, self, grads).after_step()
+    }
+
+    fn optimize_multi(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: MultiGradientsParams) -> Self {
+        optim.step_multi(lr, self, grads).after_step()
+    }
+}
+
+impl InferenceStep for TrainingModel {
+    type Input = ClassificationBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ClassificationBatch) -> ClassificationOutput {
+        self.forward_classification(&self.net, batch)
+    }
+}

@@ -1,0 +1,341 @@
+//! `effnet train`: one TOML file in, a run directory a user can trust out.
+//!
+//! ```text
+//! run_dir/
+//!   config.toml          the resolved config (every default written out)
+//!   metrics.csv          epoch,split,loss,top1,top5,lr,images_per_sec
+//!   summary.json         final/best validation metrics
+//!   checkpoint/          burn-train's per-epoch model/optim/scheduler (written atomically)
+//!   latest.bpk best.bpk ema.bpk   the network's weights (effnet layout)
+//! ```
+
+use crate::data::{self, OpenedDataset};
+use crate::learner::{StepSettings, TrainingModel};
+use crate::optim::{build_optimizer, scaled_lr};
+use crate::progress::{EpochRow, Progress, RunLog};
+use crate::schedule::Schedule;
+use crate::{build_model, tf_bn_momentum_to_burn};
+use burn::module::Module;
+use burn::prelude::*;
+use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy};
+use burn::train::metric::store::{Aggregate, Direction, Split};
+use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric, TopKAccuracyMetric};
+use burn::train::{Interrupter, Learner, SupervisedTraining};
+use effnet_config::{BackendKind, EffnetConfig, Invalid};
+use effnet_model::EfficientNet;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Config(#[from] effnet_config::ConfigError),
+    #[error("{0}")]
+    Data(#[from] data::DataError),
+    #[error("{0}")]
+    Weights(#[from] effnet_model::WeightsError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Run(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_path_buf(), source }
+}
+
+/// Where the config came from, for resolving relative paths and naming errors.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub file: PathBuf,
+    pub config: EffnetConfig,
+}
+
+impl ConfigSource {
+    /// Loads and validates a config file.
+    pub fn load(file: &Path) -> Result<Self, TrainError> {
+        Ok(Self { file: file.to_path_buf(), config: EffnetConfig::load(file)? })
+    }
+
+    fn invalid(&self, e: Invalid) -> TrainError {
+        TrainError::Config(e.in_file(&self.file))
+    }
+
+    /// The directory relative data and weight paths are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.file.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() || p.exists() { p.to_path_buf() } else { self.base_dir().join(p) }
+    }
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Summary {
+    pub final_: FinalMetrics,
+    pub best: BestMetrics,
+    pub epochs: usize,
+    pub ema: Option<FinalMetrics>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct FinalMetrics {
+    pub val_top1: f64,
+    pub val_top5: f64,
+    pub val_loss: f64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct BestMetrics {
+    pub val_top1: f64,
+    pub epoch: usize,
+}
+
+impl Summary {
+    fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "final": self.final_, "best": self.best, "epochs": self.epochs });
+        if let Some(e) = &self.ema {
+            v["ema"] = serde_json::to_value(e).expect("serialisable");
+        }
+        v
+    }
+}
+
+/// The compute device for `[runtime]`.
+pub fn device_for(cfg: &EffnetConfig) -> Result<Device, Invalid> {
+    match cfg.runtime.backend {
+        BackendKind::Flex => Ok(Device::flex()),
+        other => Err(Invalid::new(
+            "runtime.backend",
+            format!("{other:?}").to_lowercase(),
+            "this effnet binary was built with the flex CPU backend only",
+        )),
+    }
+}
+
+/// Highest epoch with a complete burn-train checkpoint (model, optimizer and scheduler).
+pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
+    let dir = run_dir.join("checkpoint");
+    let mut best = None;
+    for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(n) = name.strip_prefix("model-").and_then(|s| s.strip_suffix(".bpk")).and_then(|s| s.parse::<usize>().ok())
+            && dir.join(format!("optim-{n}.bpk")).exists()
+            && dir.join(format!("scheduler-{n}.bpk")).exists()
+        {
+            best = best.max(Some(n));
+        }
+    }
+    best
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<(), TrainError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Reads `metrics.csv` rows.
+pub fn read_metrics(path: &Path) -> Vec<EpochRow> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().skip(1).filter_map(EpochRow::from_csv).collect()
+}
+
+/// Trains as `src` describes into `run_dir`; with `resume`, continues from its latest checkpoint.
+pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary, TrainError> {
+    let cfg = &src.config;
+    let start_epoch = if resume {
+        match latest_checkpoint(run_dir) {
+            Some(e) => e,
+            None => {
+                return Err(TrainError::Run(format!("{}: --resume, but there is no complete checkpoint to resume from", run_dir.display())));
+            }
+        }
+    } else {
+        if latest_checkpoint(run_dir).is_some() {
+            return Err(TrainError::Run(format!(
+                "{} already holds checkpoints; pass --resume to continue it or choose another --run-dir",
+                run_dir.display()
+            )));
+        }
+        0
+    };
+    if start_epoch >= cfg.train.epochs {
+        return Err(TrainError::Run(format!("{}: already trained for {start_epoch} epochs (train.epochs = {})", run_dir.display(), cfg.train.epochs)));
+    }
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let resolved = toml::to_string_pretty(cfg).map_err(|e| TrainError::Run(e.to_string()))?;
+    write_atomic(&run_dir.join("config.toml"), &resolved)?;
+
+    let device = device_for(cfg).map_err(|e| src.invalid(e))?;
+    let ad = device.autodiff();
+    ad.seed(cfg.train.seed);
+
+    let arch = cfg.model.architecture().map_err(|e| src.invalid(e))?;
+    let ds: OpenedDataset = data::open_dataset(&cfg.data, &src.base_dir())?;
+    if ds.num_classes != arch.num_classes {
+        return Err(src.invalid(Invalid::new(
+            "model.num_classes",
+            arch.num_classes,
+            format!("the dataset at {:?} has {} classes", cfg.data.path, ds.num_classes),
+        )));
+    }
+    let image_size = cfg.data.image_size.unwrap_or(arch.resolution);
+    let batch = cfg.train.batch_size;
+    let train_len = ds.train().dataset.len();
+    let valid_len = ds.valid().dataset.len();
+    if train_len == 0 || valid_len == 0 {
+        return Err(TrainError::Run(format!("{:?}: the train or validation split is empty", cfg.data.path)));
+    }
+    let steps_per_epoch = train_len.div_ceil(batch).div_ceil(cfg.train.grad_accumulation);
+    let total_steps = steps_per_epoch * cfg.train.epochs;
+
+    let mut net: EfficientNet = build_model(cfg, &ad).map_err(|e| src.invalid(e))?;
+    if let Some(w) = &cfg.train.init_weights
+        && start_epoch == 0
+    {
+        let path = src.resolve(w);
+        let report = net.load_weights(&path, &arch)?;
+        eprintln!("initialised from {} ({} tensors, {} layout)", path.display(), report.applied, report.layout);
+        if let Some((from, to)) = report.classifier_reset {
+            eprintln!("note: new {to}-class classifier (the checkpoint has {from} classes)");
+        }
+    }
+    let settings = StepSettings {
+        label_smoothing: cfg.train.label_smoothing,
+        seed: cfg.train.seed,
+        ema_decay: cfg.train.ema_decay,
+        drop_connect_rate: cfg.model.drop_connect_rate,
+        drop_connect_ramp: cfg.train.drop_connect_ramp,
+        total_steps,
+    };
+    debug_assert!((net.stem.bn.momentum - tf_bn_momentum_to_burn(cfg.model.bn_momentum)).abs() < 1e-12);
+
+    let peak_lr = scaled_lr(&cfg.optim, batch * cfg.train.grad_accumulation);
+    let log = Arc::new(Mutex::new(RunLog::default()));
+    let csv = run_dir.join("metrics.csv");
+    // A resumed run replaces the rows of epochs it is about to redo.
+    let kept: Vec<EpochRow> = read_metrics(&csv).into_iter().filter(|r| r.epoch <= start_epoch).collect();
+    let mut text = format!("{}\n", crate::progress::METRICS_HEADER);
+    for r in &kept {
+        text.push_str(&r.to_csv());
+        text.push('\n');
+    }
+    write_atomic(&csv, &text)?;
+
+    // Fine-tuning: the first `freeze_backbone_epochs` train the classifier alone.
+    let freeze_until = cfg.train.freeze_backbone_epochs;
+    let mut phases = vec![];
+    if start_epoch < freeze_until {
+        phases.push((start_epoch, freeze_until, true));
+    }
+    if freeze_until.max(start_epoch) < cfg.train.epochs {
+        phases.push((freeze_until.max(start_epoch), cfg.train.epochs, false));
+    }
+    let mut trained: Option<TrainingModel> = None;
+    for (from, to, frozen) in phases {
+        let interrupter = Interrupter::new();
+        let renderer = Progress::new(csv.clone(), log.clone(), interrupter.clone(), cfg.train.log_every);
+        let steps_done = from * steps_per_epoch;
+        let mut model_net = match trained.take() {
+            Some(m) => m.net,
+            None => net.clone(),
+        };
+        model_net = if frozen { model_net.freeze_backbone() } else { model_net.unfreeze_backbone() };
+        let model = TrainingModel::new(model_net, settings.clone(), steps_done);
+        let schedule = Schedule::new(&cfg.schedule, peak_lr, cfg.train.epochs, steps_per_epoch);
+        let learner = Learner::new(model, build_optimizer(&cfg.optim, cfg.train.grad_clip_norm), schedule);
+        let train_loader = data::train_loader(&ds, &cfg.data, image_size, batch, cfg.train.seed, from, &ad);
+        let valid_loader = data::eval_loader(ds.valid(), &cfg.data, image_size, batch, &device);
+        let strategy = ComposedCheckpointingStrategy::builder()
+            .add(KeepLastNCheckpoints::new(2))
+            .add(MetricCheckpointingStrategy::new(&AccuracyMetric::<()>::new(), Aggregate::Mean, Direction::Highest, Split::Valid))
+            .build();
+        let mut training = SupervisedTraining::new(run_dir, train_loader, valid_loader)
+            .metric_train_numeric(LossMetric::new())
+            .metric_valid_numeric(LossMetric::new())
+            .metric_train_numeric(AccuracyMetric::new())
+            .metric_valid_numeric(AccuracyMetric::new())
+            .metric_train_numeric(TopKAccuracyMetric::new(5))
+            .metric_valid_numeric(TopKAccuracyMetric::new(5))
+            .metric_train_numeric(LearningRateMetric::new())
+            .with_default_checkpointers()
+            .with_checkpointing_strategy(strategy)
+            .with_interrupter(interrupter)
+            .with_application_logger(None)
+            .renderer(Box::new(renderer))
+            .num_epochs(to);
+        if cfg.train.grad_accumulation > 1 {
+            training = training.grads_accumulation(cfg.train.grad_accumulation);
+        }
+        if from > 0 {
+            training = training.checkpoint(from);
+        }
+        let result = training.launch(learner);
+        if let Some((epoch, step, value)) = log.lock().unwrap().non_finite {
+            let last = latest_checkpoint(run_dir).map_or("none yet".to_string(), |e| format!("epoch {e}"));
+            return Err(TrainError::Run(format!(
+                "the training loss became {value} at epoch {epoch}, step {step}; stopped. Last good checkpoint: {last} in {} (lower optim.lr or set train.grad_clip_norm, then --resume)",
+                run_dir.display()
+            )));
+        }
+        if let Some(e) = result.error {
+            return Err(TrainError::Run(format!("training failed: {e}")));
+        }
+        if let Some(i) = result.interrupted {
+            return Err(TrainError::Run(format!("training interrupted: {i:?}")));
+        }
+        trained = Some(result.model);
+    }
+    let trained = trained.expect("at least one phase ran");
+    finish(cfg, run_dir, trained, &ds, image_size, &device)
+}
+
+fn finish(
+    cfg: &EffnetConfig,
+    run_dir: &Path,
+    trained: TrainingModel,
+    ds: &OpenedDataset,
+    image_size: usize,
+    device: &Device,
+) -> Result<Summary, TrainError> {
+    let rows = read_metrics(&run_dir.join("metrics.csv"));
+    let valid: Vec<&EpochRow> = rows.iter().filter(|r| r.split == "valid").collect();
+    let last = valid.last().ok_or_else(|| TrainError::Run("no validation results were recorded".into()))?;
+    let best = valid.iter().max_by(|a, b| a.top1.total_cmp(&b.top1)).expect("non-empty");
+    trained.net.valid().save_weights(&run_dir.join("latest.bpk"))?;
+    // burn-train keeps the best-accuracy epoch's checkpoint; export its network.
+    let best_ckpt = run_dir.join("checkpoint").join(format!("model-{}.bpk", best.epoch));
+    if best_ckpt.exists() {
+        let arch = cfg.model.architecture().map_err(|e| TrainError::Run(e.reason))?;
+        let mut m = TrainingModel::new(EfficientNet::new(&arch, device), StepSettings { ema_decay: cfg.train.ema_decay, ..settings_for_export() }, 0);
+        m = m.load_file(&best_ckpt, device).map_err(|e| TrainError::Run(format!("{}: {e}", best_ckpt.display())))?;
+        m.net.save_weights(&run_dir.join("best.bpk"))?;
+    }
+    let ema = match &trained.ema {
+        Some(ema) => {
+            let ema = ema.valid();
+            ema.save_weights(&run_dir.join("ema.bpk"))?;
+            let m = crate::evaluate::evaluate_net(&ema, ds.valid(), &cfg.data, image_size, cfg.train.batch_size, device);
+            Some(FinalMetrics { val_top1: m.top1, val_top5: m.top5, val_loss: m.loss })
+        }
+        None => None,
+    };
+    let summary = Summary {
+        final_: FinalMetrics { val_top1: last.top1, val_top5: last.top5, val_loss: last.loss },
+        best: BestMetrics { val_top1: best.top1, epoch: best.epoch },
+        epochs: last.epoch,
+        ema,
+    };
+    write_atomic(&run_dir.join("summary.json"), &serde_json::to_string_pretty(&summary.to_json()).expect("json"))?;
+    crate::plot::write_plots(run_dir, &rows);
+    Ok(summary)
+}
+
+fn settings_for_export() -> StepSettings {
+    StepSettings { label_smoothing: 0.0, seed: 0, ema_decay: None, drop_connect_rate: 0.0, drop_connect_ramp: false, total_steps: 1 }
+}
