@@ -4,6 +4,7 @@
 //! BatchNorm momentum conversion (applied when a model is built from a config) and the
 //! evaluation preprocessing.
 
+pub mod data;
 pub mod preprocess;
 pub mod regularization;
 
