@@ -96,7 +96,9 @@ impl Value {
     }
 }
 
-const ALLOWED_GLOBALS: [(&str, &str); 4] = [
+const ALLOWED_GLOBALS: [(&str, &str); 5] = [
+    // Python 3 writes `bytes` at protocol 2 as `_codecs.encode(latin-1 text, "latin1")`.
+    ("_codecs", "encode"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
@@ -209,6 +211,12 @@ impl Parser<'_> {
             Value::Global(_, n) if n == "_reconstruct" => {
                 Value::NdArray { shape: vec![], dtype: String::new(), fortran: false, data: Rc::from(&[][..]) }
             }
+            Value::Global(m, n) if m == "_codecs" && n == "encode" => match (args.first(), args.get(1)) {
+                (Some(Value::Str(s)), Some(enc)) if enc.as_text().as_deref() == Some("latin1") => {
+                    Value::Bytes(Rc::from(s.chars().map(|c| c as u32 as u8).collect::<Vec<u8>>()))
+                }
+                _ => return Err("_codecs.encode other than (str, \"latin1\")".into()),
+            },
             Value::Global(_, n) if n == "dtype" => {
                 Value::Dtype(args.first().and_then(Value::as_text).ok_or("numpy.dtype without a type string")?)
             }
