@@ -108,7 +108,7 @@ pub fn open_cifar_binary(root: &Path, labels: LabelKind) -> Result<OpenedDataset
             planes.extend_from_slice(&rec[2..]);
         }
         let ds = CifarDataset { planes: Arc::new(planes), labels: lab };
-        splits.push(Split { name: name.into(), dataset: Arc::new(ds) });
+        splits.push(Split::new(name, Arc::new(ds.clone()), ds.labels()));
     }
     Ok(OpenedDataset { kind: DatasetKind::Cifar100, splits, num_classes: class_names.len(), class_names })
 }
@@ -205,7 +205,7 @@ pub fn open_cifar_python(root: &Path, labels: LabelKind) -> Result<OpenedDataset
             lab.push(l as u16);
         }
         let ds = CifarDataset { planes: Arc::new(data.to_vec()), labels: lab };
-        splits.push(Split { name: name.into(), dataset: Arc::new(ds) });
+        splits.push(Split::new(name, Arc::new(ds.clone()), ds.labels()));
     }
     Ok(OpenedDataset { kind: DatasetKind::Cifar100Python, splits, num_classes: class_names.len(), class_names })
 }

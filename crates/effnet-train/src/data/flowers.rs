@@ -159,7 +159,8 @@ pub fn open_flowers102(root: &Path, skip_corrupt: bool) -> Result<OpenedDataset,
             }
             items.push((path, (labels[id as usize - 1] - 1) as usize));
         }
-        splits.push(Split { name: split.into(), dataset: Arc::new(FlowersDataset::new(items, skip_corrupt)) });
+        let labels = items.iter().map(|(_, l)| *l).collect();
+        splits.push(Split::new(split, Arc::new(FlowersDataset::new(items, skip_corrupt)), labels));
     }
     let class_names = (1..=FLOWERS_CLASSES).map(|i| format!("class_{i:03}")).collect();
     Ok(OpenedDataset { kind: DatasetKind::Flowers102, splits, num_classes: FLOWERS_CLASSES, class_names })

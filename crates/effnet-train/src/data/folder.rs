@@ -93,13 +93,14 @@ pub fn open_folder(root: &Path, cfg: &DataConfig) -> Result<OpenedDataset, DataE
     if !root.is_dir() {
         return Err(DataError::missing(root, "image folder `<class>/<image>`"));
     }
-    let make = |name: &str, items: Vec<(PathBuf, usize)>| Split {
-        name: name.into(),
-        dataset: Arc::new(FolderDataset {
+    let make = |name: &str, items: Vec<(PathBuf, usize)>| {
+        let labels = items.iter().map(|(_, l)| *l).collect();
+        let ds = FolderDataset {
             items: Arc::new(items),
             skip_corrupt: cfg.skip_corrupt,
             corrupt: Arc::new(AtomicUsize::new(0)),
-        }),
+        };
+        Split::new(name, Arc::new(ds), labels)
     };
     let valid_dir = ["valid", "val"].iter().map(|d| root.join(d)).find(|d| d.is_dir());
     if let (true, Some(valid_dir)) = (root.join("train").is_dir(), valid_dir) {

@@ -50,6 +50,23 @@ pub struct Split {
     pub name: String,
     /// The split's images.
     pub dataset: Arc<dyn Dataset<ImageItem>>,
+    /// The label of every image, known without decoding (class counts, `data check`).
+    pub labels: Arc<Vec<usize>>,
+}
+
+impl Split {
+    /// A split from its name, dataset and labels.
+    pub fn new(name: &str, dataset: Arc<dyn Dataset<ImageItem>>, labels: Vec<usize>) -> Self {
+        Self { name: name.into(), dataset, labels: Arc::new(labels) }
+    }
+
+    /// Number of distinct labels present in the split.
+    pub fn num_labels_present(&self) -> usize {
+        let mut v: Vec<usize> = self.labels.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    }
 }
 
 impl std::fmt::Debug for Split {
