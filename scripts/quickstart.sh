@@ -5,3 +5,4 @@ cd "$(dirname "$0")/.."
 cargo build --release -p effnet-cli
 ./target/release/effnet info
 ./target/release/effnet config check configs/reference.toml
+./target/release/effnet data check --dataset cifar100 --path datasets/digits
