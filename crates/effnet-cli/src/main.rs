@@ -1,5 +1,6 @@
 //! `effnet`: EfficientNet training and inference from one TOML file.
 
+mod data;
 mod info;
 mod model_args;
 mod npy;
@@ -97,6 +98,11 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Inspect datasets and measure the data loader.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -115,6 +121,57 @@ enum ConfigCommand {
     },
 }
 
+#[derive(clap::Args)]
+struct DataSourceArgs {
+    /// A config file whose [data] section to use (relative paths resolve against its folder).
+    #[arg(long, conflicts_with_all = ["dataset", "path"])]
+    config: Option<PathBuf>,
+    /// Dataset format: cifar100, cifar100-python, flowers102 or folder.
+    #[arg(long, requires = "path")]
+    dataset: Option<String>,
+    /// Dataset root.
+    #[arg(long, requires = "dataset")]
+    path: Option<PathBuf>,
+    /// CIFAR-100: the 20 coarse labels instead of the 100 fine ones.
+    #[arg(long)]
+    coarse: bool,
+}
+
+impl DataSourceArgs {
+    fn source(self) -> data::DataSource {
+        data::DataSource { config: self.config, dataset: self.dataset, path: self.path, coarse: self.coarse }
+    }
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Open a dataset and print, per split, the number of images and classes.
+    Check {
+        #[command(flatten)]
+        source: DataSourceArgs,
+        /// Emit {"dataset", "splits": {"train": {"images", "classes"}, ...}, ...} as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also decode every image (finds corrupt files; slow on large sets).
+        #[arg(long)]
+        decode: bool,
+    },
+    /// Measure images/s of the training loader alone (decode + augment + batch).
+    Bench {
+        #[command(flatten)]
+        source: DataSourceArgs,
+        /// Number of batches to time.
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
+        /// Image size; default: [data] image_size, else the model's resolution.
+        #[arg(long)]
+        image_size: Option<usize>,
+        /// Batch size; default: [train] batch_size.
+        #[arg(long)]
+        batch_size: Option<usize>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -122,6 +179,12 @@ fn main() -> ExitCode {
         Command::Config { command: ConfigCommand::Check { file, json } } => info::run_config_check(&file, json),
         Command::Train { config, run_dir, resume } => train::run_train(&config, run_dir.as_deref(), resume),
         Command::Eval { config, checkpoint, ema, json } => train::run_eval(&config, &checkpoint, ema, json),
+        Command::Data { command: DataCommand::Check { source, json, decode } } => {
+            data::check(&source.source(), json, decode)
+        }
+        Command::Data { command: DataCommand::Bench { source, batches, image_size, batch_size } } => {
+            data::bench(&source.source(), batches, image_size, batch_size)
+        }
         Command::Forward { model, input, output } => run::forward(&model, &input, &output),
         Command::Predict { model, top, json, resolution, crop_fraction, mean, std, images } => {
             let opts = run::PredictOptions { top, json, resolution, crop_fraction, mean, std };

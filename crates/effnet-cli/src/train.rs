@@ -1,6 +1,7 @@
 //! `effnet train` and `effnet eval`.
 
 use anyhow::{Context, Result, bail};
+use burn::module::Module;
 use effnet_train::evaluate::evaluate_net;
 use effnet_train::trainer::{ConfigSource, device_for, train};
 use std::path::{Path, PathBuf};

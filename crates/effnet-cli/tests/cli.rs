@@ -238,3 +238,56 @@ fn predict_classifies_real_photos_with_imagenet_lite0() {
     ]));
     assert!(err.contains("/nonexistent/cat.jpg"), "{err}");
 }
+
+#[test]
+fn data_check_json_on_the_embedded_dataset() {
+    let path = repo().join("datasets/digits");
+    let o = effnet(&["data", "check", "--dataset", "cifar100", "--path", path.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["dataset"], "cifar100");
+    assert_eq!(v["num_classes"], 10);
+    assert_eq!(v["splits"]["train"]["images"], 1438);
+    assert_eq!(v["splits"]["train"]["classes"], 10);
+    assert_eq!(v["splits"]["test"]["images"], 359);
+    assert_eq!(v["splits"]["test"]["classes"], 10);
+    assert_eq!(v["splits"].as_object().unwrap().len(), 2);
+
+    // The same through a config file, whose relative path resolves against the file's folder.
+    let d = tmp_dir("data-check");
+    let cfg = d.join("digits.toml");
+    std::fs::write(&cfg, format!("[data]\ndataset = \"cifar100\"\npath = {:?}\n", path.to_str().unwrap())).unwrap();
+    let o = effnet(&["data", "check", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("10 classes (0, 1, 2, 3, 4, …)") && out.contains("train     1438 images"), "{out}");
+    std::fs::write(&cfg, "[data]\ndataset = \"cifar100\"\npath = \"nowhere\"\n").unwrap();
+    let err = assert_clean_failure(&effnet(&["data", "check", "--config", cfg.to_str().unwrap()]));
+    assert!(err.contains(&d.join("nowhere").display().to_string()) && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn data_check_bad_input_is_a_clean_error() {
+    let d = tmp_dir("data-bad");
+    std::fs::write(d.join("train.bin"), vec![0u8; 3074 + 10]).unwrap();
+    std::fs::write(d.join("test.bin"), vec![0u8; 3074]).unwrap();
+    let err = assert_clean_failure(&effnet(&["data", "check", "--dataset", "cifar100", "--path", d.to_str().unwrap()]));
+    assert!(err.contains("train.bin") && err.contains("truncated"), "{err}");
+    let err = assert_clean_failure(&effnet(&["data", "check", "--dataset", "imagenet", "--path", "x"]));
+    assert!(err.contains("unknown dataset \"imagenet\""), "{err}");
+    // A corrupt image found by --decode names the file.
+    let f = d.join("folder");
+    std::fs::create_dir_all(f.join("cat")).unwrap();
+    std::fs::write(f.join("cat/0.png"), b"not a png").unwrap();
+    std::fs::write(f.join("cat/1.png"), b"not a png either").unwrap();
+    let err = assert_clean_failure(&effnet(&[
+        "data",
+        "check",
+        "--dataset",
+        "folder",
+        "--path",
+        f.to_str().unwrap(),
+        "--decode",
+    ]));
+    assert!(err.contains("folder/cat/") && err.contains(".png: cannot decode"), "{err}");
+}

@@ -290,6 +290,12 @@ pub struct DataConfig {
     pub augment: AugmentConfig,
     /// Skip (and count) undecodable images instead of failing.
     pub skip_corrupt: bool,
+    /// Image folder without `train/`+`valid/` folders: a file (relative to the dataset root) of
+    /// lines `<split> <class>/<image>` defining the splits.
+    pub split_file: Option<String>,
+    /// Image folder without split folders or `split_file`: the fraction of each class held out
+    /// as `valid` (a fixed, seeded choice; 0 = no validation split).
+    pub valid_fraction: f64,
 }
 
 impl Default for DataConfig {
@@ -306,6 +312,8 @@ impl Default for DataConfig {
             interpolation: Interpolation::Bicubic,
             augment: AugmentConfig::default(),
             skip_corrupt: false,
+            split_file: None,
+            valid_fraction: 0.1,
         }
     }
 }
@@ -332,6 +340,8 @@ pub struct AugmentConfig {
     pub cutmix_alpha: f64,
     /// Probability of applying mixup/cutmix to a batch.
     pub mix_prob: f64,
+    /// With both mixup and cutmix on: probability that a mixed batch uses cutmix.
+    pub mix_switch_prob: f64,
 }
 
 impl Default for AugmentConfig {
@@ -346,6 +356,7 @@ impl Default for AugmentConfig {
             mixup_alpha: 0.0,
             cutmix_alpha: 0.0,
             mix_prob: 1.0,
+            mix_switch_prob: 0.5,
         }
     }
 }
@@ -565,6 +576,11 @@ impl EffnetConfig {
         in_range_f64("data.augment.mixup_alpha", a.mixup_alpha, 0.0, 100.0)?;
         in_range_f64("data.augment.cutmix_alpha", a.cutmix_alpha, 0.0, 100.0)?;
         probability("data.augment.mix_prob", a.mix_prob, true)?;
+        probability("data.augment.mix_switch_prob", a.mix_switch_prob, true)?;
+        probability("data.valid_fraction", d.valid_fraction, false)?;
+        if d.split_file.as_ref().is_some_and(|f| f.trim().is_empty()) {
+            return Err(Invalid::new("data.split_file", "\"\"", "must not be empty"));
+        }
 
         let t = &self.train;
         in_range_usize("train.epochs", t.epochs, 1, 100_000)?;

@@ -6,7 +6,6 @@ use crate::regularization::drop_connect_rates;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
-use burn::prelude::*;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use effnet_model::EfficientNet;

@@ -63,7 +63,7 @@ impl EvalTransform {
     }
 }
 
-fn filter(i: Interpolation) -> FilterType {
+pub(crate) fn filter(i: Interpolation) -> FilterType {
     match i {
         Interpolation::Nearest => FilterType::Nearest,
         Interpolation::Bilinear => FilterType::Triangle,

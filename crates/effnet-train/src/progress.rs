@@ -127,7 +127,7 @@ impl Progress {
         };
         if name == "Loss" && !v.is_finite() && self.split == "train" {
             self.log.lock().unwrap().non_finite.get_or_insert((self.epoch, self.steps, v));
-            self.interrupter.stop();
+            self.interrupter.stop(Some("non-finite training loss"));
         }
         let a = self.acc.entry(name).or_default();
         a.sum += v * n;

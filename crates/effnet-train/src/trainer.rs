@@ -172,7 +172,7 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
     write_atomic(&run_dir.join("config.toml"), &resolved)?;
 
     let device = device_for(cfg).map_err(|e| src.invalid(e))?;
-    let ad = device.autodiff();
+    let ad = device.clone().autodiff();
     ad.seed(cfg.train.seed);
 
     let arch = cfg.model.architecture().map_err(|e| src.invalid(e))?;
@@ -249,11 +249,12 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         let model = TrainingModel::new(model_net, settings.clone(), steps_done);
         let schedule = Schedule::new(&cfg.schedule, peak_lr, cfg.train.epochs, steps_per_epoch);
         let learner = Learner::new(model, build_optimizer(&cfg.optim, cfg.train.grad_clip_norm), schedule);
-        let train_loader = data::train_loader(&ds, &cfg.data, image_size, batch, cfg.train.seed, from, &ad);
+        let (train_loader, epochs) = data::train_loader_with_control(&ds, &cfg.data, image_size, batch, cfg.train.seed, &ad);
+        epochs.set_epoch(from as u64);
         let valid_loader = data::eval_loader(ds.valid(), &cfg.data, image_size, batch, &device);
         let strategy = ComposedCheckpointingStrategy::builder()
             .add(KeepLastNCheckpoints::new(2))
-            .add(MetricCheckpointingStrategy::new(&AccuracyMetric::<()>::new(), Aggregate::Mean, Direction::Highest, Split::Valid))
+            .add(MetricCheckpointingStrategy::new(&AccuracyMetric::new(), Aggregate::Mean, Direction::Highest, Split::Valid))
             .build();
         let mut training = SupervisedTraining::new(run_dir, train_loader, valid_loader)
             .metric_train_numeric(LossMetric::new())
@@ -313,7 +314,7 @@ fn finish(
     if best_ckpt.exists() {
         let arch = cfg.model.architecture().map_err(|e| TrainError::Run(e.reason))?;
         let mut m = TrainingModel::new(EfficientNet::new(&arch, device), StepSettings { ema_decay: cfg.train.ema_decay, ..settings_for_export() }, 0);
-        m = m.load_file(&best_ckpt, device).map_err(|e| TrainError::Run(format!("{}: {e}", best_ckpt.display())))?;
+        m = m.try_load_file(&best_ckpt).map_err(|e| TrainError::Run(format!("{}: {e}", best_ckpt.display())))?;
         m.net.save_weights(&run_dir.join("best.bpk"))?;
     }
     let ema = match &trained.ema {

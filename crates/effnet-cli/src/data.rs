@@ -1,0 +1,149 @@
+//! `effnet data check` and `effnet data bench`.
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::Device;
+use effnet_config::{DataConfig, DatasetKind, EffnetConfig, LabelKind};
+use effnet_train::data::{OpenedDataset, kind_name, open_dataset, train_loader};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What `data check`/`data bench` read: a config file, or a dataset kind and path.
+pub struct DataSource {
+    pub config: Option<PathBuf>,
+    pub dataset: Option<String>,
+    pub path: Option<PathBuf>,
+    pub coarse: bool,
+}
+
+fn parse_kind(s: &str) -> Result<DatasetKind> {
+    Ok(match s {
+        "cifar100" => DatasetKind::Cifar100,
+        "cifar100-python" => DatasetKind::Cifar100Python,
+        "flowers102" => DatasetKind::Flowers102,
+        "folder" => DatasetKind::Folder,
+        other => bail!("unknown dataset {other:?}; expected cifar100, cifar100-python, flowers102 or folder"),
+    })
+}
+
+/// The `[data]` section, the whole config when given, and the directory relative paths resolve against.
+fn resolve(src: &DataSource) -> Result<(DataConfig, Option<EffnetConfig>, PathBuf)> {
+    match (&src.config, &src.dataset, &src.path) {
+        (Some(file), None, None) => {
+            let cfg = EffnetConfig::load(file)?;
+            let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            Ok((cfg.data.clone(), Some(cfg), base))
+        }
+        (None, Some(kind), Some(path)) => {
+            let data = DataConfig {
+                dataset: parse_kind(kind)?,
+                path: path.to_string_lossy().into_owned(),
+                labels: if src.coarse { LabelKind::Coarse } else { LabelKind::Fine },
+                ..DataConfig::default()
+            };
+            Ok((data, None, PathBuf::new()))
+        }
+        _ => bail!("give either --config FILE, or --dataset KIND and --path DIR"),
+    }
+}
+
+fn open(data: &DataConfig, base: &Path) -> Result<OpenedDataset> {
+    Ok(open_dataset(data, base)?)
+}
+
+/// `effnet data check`: per split the number of images and classes, and a few class names.
+pub fn check(src: &DataSource, json: bool, decode: bool) -> Result<()> {
+    let (data, _, base) = resolve(src)?;
+    let ds = open(&data, &base)?;
+    let mut corrupt = serde_json::Map::new();
+    if decode {
+        // Decode every image once, so a corrupt file is found before training.
+        for s in &ds.splits {
+            let mut bad = 0usize;
+            for i in 0..s.dataset.len() {
+                if let Err(e) = s.dataset.get(i) {
+                    if !data.skip_corrupt {
+                        return Err(anyhow::anyhow!("{e}")).context(format!("split {}", s.name));
+                    }
+                    bad += 1;
+                }
+            }
+            corrupt.insert(s.name.clone(), json!(bad));
+        }
+    }
+    let root = base.join(&data.path);
+    if json {
+        let mut splits = serde_json::Map::new();
+        for s in &ds.splits {
+            splits.insert(s.name.clone(), json!({"images": s.dataset.len(), "classes": s.num_labels_present()}));
+        }
+        let mut out = json!({
+            "dataset": kind_name(ds.kind),
+            "path": root.display().to_string(),
+            "num_classes": ds.num_classes,
+            "class_names": ds.class_names.iter().take(5).collect::<Vec<_>>(),
+            "splits": splits,
+        });
+        if decode {
+            out["decoded"] = json!(true);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let names: Vec<&str> = ds.class_names.iter().take(5).map(String::as_str).collect();
+    let more = if ds.class_names.len() > 5 { ", …" } else { "" };
+    println!("{} at {}: {} classes ({}{more})", kind_name(ds.kind), root.display(), ds.num_classes, names.join(", "));
+    for s in &ds.splits {
+        println!("  {:<6} {:>7} images  {:>5} classes", s.name, s.dataset.len(), s.num_labels_present());
+    }
+    if decode {
+        println!("every image decoded; skipped as corrupt: {}", serde_json::Value::Object(corrupt));
+    }
+    Ok(())
+}
+
+/// `effnet data bench`: images/s of the training loader alone (decode + augment + batch).
+pub fn bench(src: &DataSource, batches: usize, image_size: Option<usize>, batch_size: Option<usize>) -> Result<()> {
+    let (data, cfg, base) = resolve(src)?;
+    let cfg = cfg.unwrap_or_default();
+    let ds = open(&data, &base)?;
+    let size = match image_size.or(data.image_size) {
+        Some(s) => s,
+        // A loaded config is validated, so its architecture resolves.
+        None => cfg.model.architecture().map(|a| a.resolution).unwrap_or(224),
+    };
+    let batch_size = batch_size.unwrap_or(cfg.train.batch_size);
+    let device = Device::flex();
+    let loader = train_loader(&ds, &data, size, batch_size, cfg.train.seed, &device);
+    println!(
+        "train loader: {} images of {}, {size}×{size}, batch {batch_size}, {} workers, randaugment n={} m={}, mixup α={}, cutmix α={}",
+        ds.train().dataset.len(),
+        kind_name(ds.kind),
+        data.num_workers,
+        data.augment.randaugment_n,
+        data.augment.randaugment_m,
+        data.augment.mixup_alpha,
+        data.augment.cutmix_alpha
+    );
+    let mut done = 0usize;
+    let mut images = 0usize;
+    let start = Instant::now();
+    // Full passes until `batches` batches have been produced (an epoch may be shorter).
+    while done < batches {
+        let before = done;
+        for b in loader.iter() {
+            let b = b.map_err(|e| anyhow::anyhow!("{e}"))?;
+            images += b.images.dims()[0];
+            done += 1;
+            if done == batches {
+                break;
+            }
+        }
+        if done == before {
+            bail!("the training split is empty");
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{done} batches, {images} images in {secs:.2} s: {:.1} images/s", images as f64 / secs);
+    Ok(())
+}

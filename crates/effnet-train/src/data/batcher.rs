@@ -1,0 +1,249 @@
+//! Datasets of augmented samples, the batcher, and the train/eval loaders.
+//!
+//! Reproducibility: the training set is shuffled by our own per-epoch permutation and each
+//! sample's RNG is derived from (seed, epoch, index), where the epoch of a position is the
+//! number of times it has been fetched (an atomic counter per position). The images and labels
+//! of every batch are therefore a pure function of (seed, epoch, batch position) whatever the
+//! number of workers. burn's multi-worker loader still delivers batches in arrival order, so
+//! with `num_workers > 1` the *order* of batches within an epoch can vary between runs (with
+//! 0 or 1 workers it is fixed).
+
+use super::augment::{mix64, sample_rng};
+use super::mix::{MixParams, mix_batch};
+use super::{ImageItem, OpenedDataset, Split, TrainTransform};
+use crate::preprocess::EvalTransform;
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::{Dataset, DatasetError};
+use burn::prelude::*;
+use effnet_config::DataConfig;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One transformed sample, ready to batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Normalised CHW pixels, `3 × size × size`.
+    pub pixels: Vec<f32>,
+    /// Class index.
+    pub label: usize,
+    /// Index of the source image in its split.
+    pub index: usize,
+    /// The epoch the sample was drawn in (0 for evaluation).
+    pub epoch: u64,
+}
+
+/// A batch for classification.
+#[derive(Debug, Clone)]
+pub struct ClassificationBatch {
+    /// `[N, 3, size, size]` normalised images.
+    pub images: Tensor<4>,
+    /// `[N]` class indices (the dominant label of a mixed sample).
+    pub targets: Tensor<1, Int>,
+    /// `[N, classes]` soft targets when mixup/CutMix was applied to this batch.
+    pub soft_targets: Option<Tensor<2>>,
+}
+
+/// The training view of a split: permuted per epoch, augmented per sample.
+pub struct TrainDataset {
+    source: Arc<dyn Dataset<ImageItem>>,
+    transform: TrainTransform,
+    seed: u64,
+    fetches: Arc<Vec<AtomicU64>>,
+    perms: Mutex<Vec<(u64, Arc<Vec<u32>>)>>,
+}
+
+impl TrainDataset {
+    /// Wraps `source`; `seed` drives both the shuffle and the augmentation.
+    pub fn new(source: Arc<dyn Dataset<ImageItem>>, transform: TrainTransform, seed: u64) -> Self {
+        let fetches = Arc::new((0..source.len()).map(|_| AtomicU64::new(0)).collect());
+        Self { source, transform, seed, fetches, perms: Mutex::new(Vec::new()) }
+    }
+
+    /// A handle to set the epoch (shared with this dataset).
+    pub fn control(&self) -> EpochControl {
+        EpochControl { fetches: self.fetches.clone() }
+    }
+
+    /// The order of source indices in `epoch`: a seeded permutation.
+    pub fn permutation(&self, epoch: u64) -> Arc<Vec<u32>> {
+        let mut cache = self.perms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, p)) = cache.iter().find(|(e, _)| *e == epoch) {
+            return p.clone();
+        }
+        let mut p: Vec<u32> = (0..self.source.len() as u32).collect();
+        p.shuffle(&mut StdRng::seed_from_u64(mix64(self.seed ^ 0x5348_5546) ^ mix64(epoch)));
+        let p = Arc::new(p);
+        // Workers can straddle an epoch boundary; two epochs in the cache are enough.
+        if cache.len() >= 2 {
+            cache.remove(0);
+        }
+        cache.push((epoch, p.clone()));
+        p
+    }
+
+    /// Sample `index` of the source in `epoch`, without touching the epoch counters.
+    pub fn sample(&self, index: usize, epoch: u64) -> Result<Sample, DatasetError> {
+        let item = self.source.get(index)?;
+        let mut rng = sample_rng(self.seed, epoch, index as u64);
+        let pixels = self.transform.apply(&item.image, &mut rng);
+        Ok(Sample { pixels, label: item.label, index, epoch })
+    }
+}
+
+impl Dataset<Sample> for TrainDataset {
+    fn get(&self, position: usize) -> Result<Sample, DatasetError> {
+        let epoch = self.fetches[position].fetch_add(1, Ordering::Relaxed);
+        let index = self.permutation(epoch)[position] as usize;
+        self.sample(index, epoch)
+    }
+
+    fn len(&self) -> usize {
+        self.source.len()
+    }
+}
+
+/// Sets the epoch of a training loader (resume, or re-sync after an interrupted epoch).
+#[derive(Debug, Clone)]
+pub struct EpochControl {
+    fetches: Arc<Vec<AtomicU64>>,
+}
+
+impl EpochControl {
+    /// The next pass over the loader is epoch `epoch` (0-based).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.fetches.iter().for_each(|f| f.store(epoch, Ordering::Relaxed));
+    }
+
+    /// The epoch the next pass will be (the least fetch count).
+    pub fn epoch(&self) -> u64 {
+        self.fetches.iter().map(|f| f.load(Ordering::Relaxed)).min().unwrap_or(0)
+    }
+}
+
+/// The evaluation view of a split: resize + centre crop + normalise, in order.
+struct EvalDataset {
+    source: Arc<dyn Dataset<ImageItem>>,
+    transform: EvalTransform,
+}
+
+impl Dataset<Sample> for EvalDataset {
+    fn get(&self, index: usize) -> Result<Sample, DatasetError> {
+        let item = self.source.get(index)?;
+        Ok(Sample { pixels: self.transform.apply(&item.image), label: item.label, index, epoch: 0 })
+    }
+
+    fn len(&self) -> usize {
+        self.source.len()
+    }
+}
+
+/// Stacks samples into a [`ClassificationBatch`], mixing when configured.
+#[derive(Debug, Clone)]
+pub struct ClassificationBatcher {
+    /// Image side.
+    pub size: usize,
+    /// Number of classes (soft-target width).
+    pub num_classes: usize,
+    /// Mixup/CutMix, if any.
+    pub mix: Option<MixParams>,
+    /// Seed of the mixing RNG.
+    pub seed: u64,
+}
+
+impl Batcher<Sample, ClassificationBatch> for ClassificationBatcher {
+    fn batch(&self, items: Vec<Sample>, device: &Device) -> ClassificationBatch {
+        let n = items.len();
+        let s = self.size;
+        let mut pixels = Vec::with_capacity(n * 3 * s * s);
+        let mut labels = Vec::with_capacity(n);
+        // The mixing RNG is a function of the batch's content (epoch and item indices), not of
+        // which worker built it.
+        let mut key = mix64(self.seed ^ 0x4d49_5855);
+        for it in &items {
+            pixels.extend_from_slice(&it.pixels);
+            labels.push(it.label);
+            key = mix64(key ^ it.epoch.rotate_left(32) ^ it.index as u64);
+        }
+        let mut soft = None;
+        if let Some(p) = &self.mix {
+            let mut rng = StdRng::seed_from_u64(key);
+            if let Some(m) = mix_batch(&mut pixels, &labels, s, self.num_classes, p, &mut rng) {
+                labels = m.dominant;
+                soft = Some(Tensor::<2>::from_data(TensorData::new(m.soft_targets, [n, self.num_classes]), device));
+            }
+        }
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, s, s]), device);
+        let targets = Tensor::<1, Int>::from_data(
+            TensorData::new(labels.iter().map(|&l| l as i32).collect::<Vec<_>>(), [n]),
+            device,
+        );
+        ClassificationBatch { images, targets, soft_targets: soft }
+    }
+}
+
+/// The shuffled, augmented, mixed training loader of `ds.train()`, and its epoch control.
+pub fn train_loader_with_control(
+    ds: &OpenedDataset,
+    cfg: &DataConfig,
+    image_size: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> (Arc<dyn DataLoader<ClassificationBatch>>, EpochControl) {
+    let train = TrainDataset::new(ds.train().dataset.clone(), TrainTransform::from_config(cfg, image_size), seed);
+    let control = train.control();
+    let batcher = ClassificationBatcher {
+        size: image_size,
+        num_classes: ds.num_classes,
+        mix: MixParams::from_config(&cfg.augment),
+        seed,
+    };
+    // No `.shuffle()`: TrainDataset permutes per epoch itself, reproducibly and resumably.
+    let loader = DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .num_workers(cfg.num_workers)
+        .set_device(device.clone())
+        .build(train);
+    (loader, control)
+}
+
+/// The shuffled, augmented, mixed training loader of `ds.train()`.
+pub fn train_loader(
+    ds: &OpenedDataset,
+    cfg: &DataConfig,
+    image_size: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Arc<dyn DataLoader<ClassificationBatch>> {
+    train_loader_with_control(ds, cfg, image_size, batch_size, seed, device).0
+}
+
+/// The evaluation loader of a split: resize the short side to `image_size / crop_fraction`,
+/// centre-crop, normalise; in order.
+pub fn eval_loader(
+    split: &Split,
+    cfg: &DataConfig,
+    image_size: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Arc<dyn DataLoader<ClassificationBatch>> {
+    let transform = EvalTransform {
+        size: image_size,
+        crop_fraction: cfg.crop_fraction,
+        mean: cfg.mean.map(|x| x as f32),
+        std: cfg.std.map(|x| x as f32),
+        interpolation: cfg.interpolation,
+    };
+    let ds = EvalDataset { source: split.dataset.clone(), transform };
+    let batcher = ClassificationBatcher { size: image_size, num_classes: 0, mix: None, seed: 0 };
+    DataLoaderBuilder::new(batcher)
+        .batch_size(batch_size)
+        .num_workers(cfg.num_workers)
+        .set_device(device.clone())
+        .build(ds)
+}

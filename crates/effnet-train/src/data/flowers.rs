@@ -1,0 +1,167 @@
+//! Oxford Flowers-102 as distributed: `jpg/image_00001.jpg` …, `imagelabels.mat` (`labels`,
+//! 1-based classes of every image) and `setid.mat` (`trnid`, `valid`, `tstid`: 1-based image ids).
+//! The MATLAB v5 files are read with the `matfile` crate; images are decoded on demand.
+
+use super::error::read_file;
+use super::{DataError, ImageItem, OpenedDataset, Split, dataset_error};
+use burn::data::dataset::{Dataset, DatasetError};
+use effnet_config::DatasetKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Number of Flowers-102 classes.
+pub const FLOWERS_CLASSES: usize = 102;
+
+/// Images listed by path and decoded on `get`.
+///
+/// With `skip_corrupt`, an undecodable image is counted, reported once on stderr and replaced
+/// by the next decodable image of the split, so one bad file in a large set does not stop
+/// training; without it, `get` returns an error naming the file.
+#[derive(Debug, Clone)]
+pub struct FlowersDataset {
+    items: Arc<Vec<(PathBuf, usize)>>,
+    skip_corrupt: bool,
+    corrupt: Arc<AtomicUsize>,
+}
+
+impl FlowersDataset {
+    /// A dataset of `(path, label)` pairs.
+    pub fn new(items: Vec<(PathBuf, usize)>, skip_corrupt: bool) -> Self {
+        Self { items: Arc::new(items), skip_corrupt, corrupt: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// The `(path, label)` pairs.
+    pub fn items(&self) -> &[(PathBuf, usize)] {
+        &self.items
+    }
+
+    /// How many undecodable images have been skipped so far.
+    pub fn corrupt_count(&self) -> usize {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+}
+
+/// Decodes an image file to RGB, naming the file on failure.
+pub(crate) fn decode(path: &Path) -> Result<image::RgbImage, DataError> {
+    let bytes = read_file(path)?;
+    let img =
+        image::load_from_memory(&bytes).map_err(|e| DataError::Decode { path: path.into(), message: e.to_string() })?;
+    Ok(img.into_rgb8())
+}
+
+/// Shared by the Flowers and image-folder datasets: decode item `index`, skipping corrupt files
+/// when asked.
+pub(crate) fn get_decoded(
+    items: &[(PathBuf, usize)],
+    index: usize,
+    skip_corrupt: bool,
+    corrupt: &AtomicUsize,
+) -> Result<ImageItem, DatasetError> {
+    let n = items.len();
+    for k in 0..n {
+        let (path, label) = &items[(index + k) % n];
+        match decode(path) {
+            Ok(image) => return Ok(ImageItem { image, label: *label }),
+            Err(e) if skip_corrupt => {
+                let c = corrupt.fetch_add(1, Ordering::Relaxed) + 1;
+                eprintln!("warning: skipping corrupt image ({c} so far): {e}");
+            }
+            Err(e) => return Err(dataset_error(e)),
+        }
+    }
+    Err(dataset_error(DataError::format(&items[index].0, "no decodable image in the split")))
+}
+
+impl Dataset<ImageItem> for FlowersDataset {
+    fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
+        get_decoded(&self.items, index, self.skip_corrupt, &self.corrupt)
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// Reads a MATLAB v5 file's numeric variable `name` as integers.
+fn mat_ints(path: &Path, name: &str) -> Result<Vec<i64>, DataError> {
+    let bytes = read_file(path)?;
+    // matfile 0.5 has an `unwrap` on unusual array classes; a malformed file must not panic.
+    let parsed = std::panic::catch_unwind(|| matfile::MatFile::parse(&bytes[..]))
+        .map_err(|_| DataError::format(path, "not a readable MATLAB v5 file"))?
+        .map_err(|e| DataError::format(path, format!("not a readable MATLAB v5 file ({e})")))?;
+    let arr = parsed.find_by_name(name).ok_or_else(|| {
+        let have: Vec<&str> = parsed.arrays().iter().map(|a| a.name()).collect();
+        DataError::format(path, format!("no variable `{name}` (found: {})", have.join(", ")))
+    })?;
+    use matfile::NumericData as N;
+    let v: Vec<f64> = match arr.data() {
+        N::Double { real, .. } => real.clone(),
+        N::Single { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::UInt8 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::UInt16 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::Int16 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::Int32 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::UInt32 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::Int64 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::UInt64 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::Int8 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+    };
+    v.iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            if x.fract() == 0.0 && x.is_finite() {
+                Ok(x as i64)
+            } else {
+                Err(DataError::format(path, format!("variable `{name}`[{i}] = {x} is not an integer")))
+            }
+        })
+        .collect()
+}
+
+/// Opens Flowers-102: splits `train` (`trnid`), `valid` (`valid`), `test` (`tstid`); labels
+/// 1–102 in the file become 0–101.
+pub fn open_flowers102(root: &Path, skip_corrupt: bool) -> Result<OpenedDataset, DataError> {
+    if !root.is_dir() {
+        return Err(DataError::missing(root, "Flowers-102 folder with jpg/, imagelabels.mat and setid.mat"));
+    }
+    let labels_file = root.join("imagelabels.mat");
+    let setid_file = root.join("setid.mat");
+    let jpg = root.join("jpg");
+    let labels = mat_ints(&labels_file, "labels")?;
+    for (i, &l) in labels.iter().enumerate() {
+        if !(1..=FLOWERS_CLASSES as i64).contains(&l) {
+            return Err(DataError::LabelOutOfRange {
+                path: labels_file.clone(),
+                what: format!("variable `labels`[{i}] (1-based)"),
+                label: l,
+                classes: FLOWERS_CLASSES,
+            });
+        }
+    }
+    if !jpg.is_dir() {
+        return Err(DataError::missing(&jpg, "folder of image_NNNNN.jpg files"));
+    }
+    let mut splits = Vec::new();
+    for (split, var) in [("train", "trnid"), ("valid", "valid"), ("test", "tstid")] {
+        let ids = mat_ints(&setid_file, var)?;
+        let mut items = Vec::with_capacity(ids.len());
+        for (i, &id) in ids.iter().enumerate() {
+            if id < 1 || id as usize > labels.len() {
+                return Err(DataError::format(
+                    &setid_file,
+                    format!("variable `{var}`[{i}] = {id}: no such image (imagelabels.mat has {})", labels.len()),
+                ));
+            }
+            let path = jpg.join(format!("image_{id:05}.jpg"));
+            if !path.exists() {
+                return Err(DataError::missing(&path, format!("image {id} of split {split}")));
+            }
+            items.push((path, (labels[id as usize - 1] - 1) as usize));
+        }
+        let labels = items.iter().map(|(_, l)| *l).collect();
+        splits.push(Split::new(split, Arc::new(FlowersDataset::new(items, skip_corrupt)), labels));
+    }
+    let class_names = (1..=FLOWERS_CLASSES).map(|i| format!("class_{i:03}")).collect();
+    Ok(OpenedDataset { kind: DatasetKind::Flowers102, splits, num_classes: FLOWERS_CLASSES, class_names })
+}

@@ -1,0 +1,139 @@
+//! Datasets, augmentation and data loaders.
+//!
+//! [`open_dataset`] reads a dataset in its official on-disk format (CIFAR-100 binary or python,
+//! Flowers-102, or an image folder) into named [`Split`]s of decoded [`ImageItem`]s;
+//! [`train_loader`] and [`eval_loader`] turn a split into burn data loaders of
+//! [`ClassificationBatch`]es. Augmentation is a pure function of (seed, epoch, sample index), so
+//! a run is reproducible whatever the worker interleaving.
+
+mod augment;
+mod batcher;
+mod cifar;
+mod error;
+mod flowers;
+mod folder;
+mod mix;
+pub mod pickle;
+mod randaugment;
+
+pub use augment::{RandomResizedCrop, TrainTransform, sample_rng};
+pub use batcher::{
+    ClassificationBatch, ClassificationBatcher, EpochControl, Sample, TrainDataset, eval_loader, train_loader,
+    train_loader_with_control,
+};
+pub use cifar::{CifarDataset, open_cifar_binary, open_cifar_python};
+pub use error::DataError;
+pub use flowers::{FlowersDataset, open_flowers102};
+pub use folder::{FolderDataset, open_folder};
+pub use mix::{MixParams, Mixed, mix_batch};
+pub use randaugment::{RAND_AUGMENT_OPS, rand_augment};
+
+use burn::data::dataset::Dataset;
+use effnet_config::{DataConfig, DatasetKind};
+use image::RgbImage;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A decoded raw sample: the image as stored (any size) and its class index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageItem {
+    /// The RGB image.
+    pub image: RgbImage,
+    /// Class index in `0..num_classes`.
+    pub label: usize,
+}
+
+/// One named split of a dataset (`train`, `valid`, `test`).
+#[derive(Clone)]
+pub struct Split {
+    /// The split's name as the dataset defines it.
+    pub name: String,
+    /// The split's images.
+    pub dataset: Arc<dyn Dataset<ImageItem>>,
+    /// The label of every image, known without decoding (class counts, `data check`).
+    pub labels: Arc<Vec<usize>>,
+}
+
+impl Split {
+    /// A split from its name, dataset and labels.
+    pub fn new(name: &str, dataset: Arc<dyn Dataset<ImageItem>>, labels: Vec<usize>) -> Self {
+        Self { name: name.into(), dataset, labels: Arc::new(labels) }
+    }
+
+    /// Number of distinct labels present in the split.
+    pub fn num_labels_present(&self) -> usize {
+        let mut v: Vec<usize> = self.labels.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    }
+}
+
+impl std::fmt::Debug for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Split({:?}, {} images)", self.name, self.dataset.len())
+    }
+}
+
+/// A dataset opened from disk: its splits, classes and class names.
+#[derive(Debug, Clone)]
+pub struct OpenedDataset {
+    /// The format it was read from.
+    pub kind: DatasetKind,
+    /// The splits, in the dataset's order (CIFAR: train, test; Flowers: train, valid, test;
+    /// folder: train, valid[, test]).
+    pub splits: Vec<Split>,
+    /// Number of classes (labels are `0..num_classes`).
+    pub num_classes: usize,
+    /// One name per class.
+    pub class_names: Vec<String>,
+}
+
+impl OpenedDataset {
+    /// The split called `name`, if any.
+    pub fn split(&self, name: &str) -> Option<&Split> {
+        self.splits.iter().find(|s| s.name == name)
+    }
+
+    /// The training split.
+    pub fn train(&self) -> &Split {
+        self.split("train").unwrap_or(&self.splits[0])
+    }
+
+    /// The validation split: `valid` where the dataset has one, else `test` (CIFAR).
+    pub fn valid(&self) -> &Split {
+        self.split("valid").or_else(|| self.split("test")).unwrap_or(&self.splits[self.splits.len() - 1])
+    }
+
+    /// The test split: `test` where the dataset has one, else `valid`.
+    pub fn test(&self) -> &Split {
+        self.split("test").unwrap_or_else(|| self.valid())
+    }
+}
+
+/// Opens the dataset a `[data]` section describes; a relative `cfg.path` resolves against
+/// `base_dir` (the config file's directory).
+pub fn open_dataset(cfg: &DataConfig, base_dir: &Path) -> Result<OpenedDataset, DataError> {
+    let root = base_dir.join(&cfg.path);
+    match cfg.dataset {
+        DatasetKind::Cifar100 => open_cifar_binary(&root, cfg.labels),
+        DatasetKind::Cifar100Python => open_cifar_python(&root, cfg.labels),
+        DatasetKind::Flowers102 => open_flowers102(&root, cfg.skip_corrupt),
+        DatasetKind::Folder => open_folder(&root, cfg),
+    }
+}
+
+/// The name of a dataset kind as written in the TOML (`cifar100`, `flowers102`, …).
+pub fn kind_name(kind: DatasetKind) -> &'static str {
+    match kind {
+        DatasetKind::Cifar100 => "cifar100",
+        DatasetKind::Cifar100Python => "cifar100-python",
+        DatasetKind::Flowers102 => "flowers102",
+        DatasetKind::Folder => "folder",
+    }
+}
+
+/// A dataset error as burn's [`burn::data::dataset::DatasetError`].
+pub(crate) fn dataset_error(e: DataError) -> burn::data::dataset::DatasetError {
+    burn::data::dataset::DatasetError::new(e)
+}

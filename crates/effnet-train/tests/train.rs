@@ -1,0 +1,129 @@
+//! Training end to end on the embedded digits dataset: the loss falls, the run directory is
+//! complete, and a resumed run reproduces an uninterrupted one.
+
+use effnet_config::EffnetConfig;
+use effnet_train::progress::EpochRow;
+use effnet_train::trainer::{ConfigSource, read_metrics, train};
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A tiny, deterministic run: narrow model at 16 px, no dropout or drop-connect, one worker.
+fn tiny(epochs: usize, extra: &str) -> ConfigSource {
+    let text = format!(
+        r#"
+[model]
+variant = "custom"
+width = 0.25
+depth = 0.25
+resolution = 16
+num_classes = 10
+dropout = 0.0
+drop_connect_rate = 0.0
+bn_momentum = 0.9
+[data]
+dataset = "cifar100"
+path = "{}"
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+crop_fraction = 1.0
+num_workers = 0
+[data.augment]
+scale = [0.7, 1.0]
+hflip = 0.0
+[train]
+epochs = {epochs}
+batch_size = 128
+seed = 7
+ema_decay = 0.9
+[optim]
+name = "rmsprop-tf"
+lr = 0.016
+lr_batch_size = 128
+[schedule]
+name = "exponential-step"
+warmup_epochs = 0.0
+decay_epochs = 1.0
+decay_rate = 0.9
+{extra}
+"#,
+        repo().join("datasets/digits").display()
+    );
+    let file = PathBuf::from("tiny.toml");
+    ConfigSource { config: EffnetConfig::from_toml_str(&text, &file).unwrap(), file }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("effnet-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn rows(dir: &Path, split: &str) -> Vec<EpochRow> {
+    read_metrics(&dir.join("metrics.csv")).into_iter().filter(|r| r.split == split).collect()
+}
+
+#[test]
+fn loss_falls_and_the_run_directory_is_complete() {
+    let dir = tmp("falls");
+    let summary = train(&tiny(3, ""), &dir, false).unwrap();
+    let tr = rows(&dir, "train");
+    let va = rows(&dir, "valid");
+    assert_eq!(tr.len(), 3);
+    assert_eq!(va.len(), 3);
+    assert!(tr[2].loss < tr[0].loss, "train loss {} -> {}", tr[0].loss, tr[2].loss);
+    assert!(va[2].top1 > 0.3, "validation top-1 after 3 epochs: {}", va[2].top1);
+    assert!(tr.iter().all(|r| r.images_per_sec > 0.0 && r.lr.is_some()));
+    // 1438 / 128 = 12 steps per epoch; decay 0.9 per epoch: the last step of epoch 3 runs at
+    // 0.016 · 0.9^2 (step 35 of 36, ⌊35 / 12⌋ = 2).
+    assert!((tr[2].lr.unwrap() - 0.016 * 0.81).abs() < 1e-6, "{:?}", tr[2].lr);
+    for f in ["config.toml", "metrics.csv", "summary.json", "latest.bpk", "best.bpk", "ema.bpk", "loss.png", "accuracy.png"] {
+        assert!(dir.join(f).is_file(), "missing {f}");
+    }
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["epochs"], 3);
+    assert!((s["final"]["val_top1"].as_f64().unwrap() - va[2].top1).abs() < 1e-9);
+    assert!(s["final"]["val_top5"].as_f64().unwrap() >= s["final"]["val_top1"].as_f64().unwrap());
+    assert!(s["best"]["val_top1"].as_f64().unwrap() >= s["final"]["val_top1"].as_f64().unwrap());
+    assert!(s["ema"]["val_top1"].as_f64().unwrap() > 0.0);
+    assert_eq!(summary.epochs, 3);
+    // Refuses to overwrite a run without --resume.
+    let e = train(&tiny(3, ""), &dir, false).unwrap_err().to_string();
+    assert!(e.contains("already holds checkpoints"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resumed_run_matches_an_uninterrupted_one() {
+    let whole = tmp("whole");
+    train(&tiny(2, ""), &whole, false).unwrap();
+    let parts = tmp("parts");
+    // "Crash" after epoch 1, then resume to 2 epochs.
+    train(&tiny(1, ""), &parts, false).unwrap();
+    train(&tiny(2, ""), &parts, true).unwrap();
+    let (a, b) = (rows(&whole, "valid"), rows(&parts, "valid"));
+    assert_eq!(b.len(), 2, "{b:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.epoch, y.epoch);
+        assert!((x.loss - y.loss).abs() < 1e-5 && (x.top1 - y.top1).abs() < 1e-9, "{x:?} vs {y:?}");
+    }
+    let (a, b) = (rows(&whole, "train"), rows(&parts, "train"));
+    assert!((a[1].loss - b[1].loss).abs() < 1e-5, "{:?} vs {:?}", a[1], b[1]);
+    std::fs::remove_dir_all(&whole).unwrap();
+    std::fs::remove_dir_all(&parts).unwrap();
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message() {
+    let dir = tmp("nan");
+    let src = tiny(2, "");
+    let mut cfg = src.config.clone();
+    cfg.optim.name = effnet_config::OptimizerKind::Sgd;
+    cfg.optim.lr = 1e9;
+    let src = ConfigSource { config: cfg, file: src.file };
+    let e = train(&src, &dir, false).unwrap_err().to_string();
+    assert!(e.contains("the training loss became") && e.contains("stopped"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
