@@ -78,7 +78,9 @@ mod tests {
     fn blends_every_tensor() {
         let dev = Device::flex();
         let live: Linear = LinearConfig::new(2, 3).init(&dev);
-        let ema = live.clone().map(&mut Blend { live: vec![Tensor::zeros([6], &dev), Tensor::zeros([3], &dev)].into_iter(), decay: 0.0 });
+        let ema = live
+            .clone()
+            .map(&mut Blend { live: vec![Tensor::zeros([6], &dev), Tensor::zeros([3], &dev)].into_iter(), decay: 0.0 });
         // ema is now all zeros; one update with decay 0.75 gives 0.25·live.
         let ema = ema_update(ema, &live, 0.75);
         let got = ema.weight.val().into_data().try_to_vec::<f32>().unwrap();

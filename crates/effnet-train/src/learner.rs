@@ -3,10 +3,10 @@
 use crate::data::ClassificationBatch;
 use crate::ema::{ema_copy, ema_decay_at, ema_update};
 use crate::regularization::drop_connect_rates;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
-use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use effnet_model::EfficientNet;
 use std::sync::Arc;
@@ -49,11 +49,8 @@ impl TrainingModel {
     }
 
     fn apply_drop_connect(&mut self, step: usize) {
-        let progress = if self.settings.drop_connect_ramp {
-            step as f64 / self.settings.total_steps.max(1) as f64
-        } else {
-            1.0
-        };
+        let progress =
+            if self.settings.drop_connect_ramp { step as f64 / self.settings.total_steps.max(1) as f64 } else { 1.0 };
         let rates = drop_connect_rates(self.settings.drop_connect_rate, self.net.num_blocks(), progress);
         self.net.set_drop_connect_rates(&rates);
     }

@@ -32,7 +32,9 @@ fn draw(path: &Path, rows: &[EpochRow], value: impl Fn(&EpochRow) -> f64) -> Res
 
 /// Writes `loss.png` and `accuracy.png` (top-1); failures only warn.
 pub fn write_plots(run_dir: &Path, rows: &[EpochRow]) {
-    for (name, f) in [("loss.png", (|r: &EpochRow| r.loss) as fn(&EpochRow) -> f64), ("accuracy.png", |r: &EpochRow| r.top1)] {
+    for (name, f) in
+        [("loss.png", (|r: &EpochRow| r.loss) as fn(&EpochRow) -> f64), ("accuracy.png", |r: &EpochRow| r.top1)]
+    {
         if let Err(e) = draw(&run_dir.join(name), rows, f) {
             eprintln!("warning: {}: {e}", run_dir.join(name).display());
         }

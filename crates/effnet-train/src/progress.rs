@@ -188,7 +188,9 @@ impl TrainingProgressLogger for Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total_items as u64);
             bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template").progress_chars("=> "),
+                ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
             self.bar = Some(bar);
         }

@@ -98,7 +98,14 @@ mod tests {
     use super::*;
 
     fn cfg(kind: ScheduleKind) -> ScheduleConfig {
-        ScheduleConfig { name: kind, warmup_epochs: 2.0, warmup_lr: 0.0, decay_epochs: 2.4, decay_rate: 0.97, min_lr: 0.0 }
+        ScheduleConfig {
+            name: kind,
+            warmup_epochs: 2.0,
+            warmup_lr: 0.0,
+            decay_epochs: 2.4,
+            decay_rate: 0.97,
+            min_lr: 0.0,
+        }
     }
 
     #[test]

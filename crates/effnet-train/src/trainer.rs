@@ -124,7 +124,8 @@ pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
     let mut best = None;
     for entry in std::fs::read_dir(&dir).ok()?.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(n) = name.strip_prefix("model-").and_then(|s| s.strip_suffix(".bpk")).and_then(|s| s.parse::<usize>().ok())
+        if let Some(n) =
+            name.strip_prefix("model-").and_then(|s| s.strip_suffix(".bpk")).and_then(|s| s.parse::<usize>().ok())
             && dir.join(format!("optim-{n}.bpk")).exists()
             && dir.join(format!("scheduler-{n}.bpk")).exists()
         {
@@ -152,7 +153,10 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         match latest_checkpoint(run_dir) {
             Some(e) => e,
             None => {
-                return Err(TrainError::Run(format!("{}: --resume, but there is no complete checkpoint to resume from", run_dir.display())));
+                return Err(TrainError::Run(format!(
+                    "{}: --resume, but there is no complete checkpoint to resume from",
+                    run_dir.display()
+                )));
             }
         }
     } else {
@@ -165,7 +169,11 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         0
     };
     if start_epoch >= cfg.train.epochs {
-        return Err(TrainError::Run(format!("{}: already trained for {start_epoch} epochs (train.epochs = {})", run_dir.display(), cfg.train.epochs)));
+        return Err(TrainError::Run(format!(
+            "{}: already trained for {start_epoch} epochs (train.epochs = {})",
+            run_dir.display(),
+            cfg.train.epochs
+        )));
     }
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
     let resolved = toml::to_string_pretty(cfg).map_err(|e| TrainError::Run(e.to_string()))?;
@@ -249,12 +257,18 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         let model = TrainingModel::new(model_net, settings.clone(), steps_done);
         let schedule = Schedule::new(&cfg.schedule, peak_lr, cfg.train.epochs, steps_per_epoch);
         let learner = Learner::new(model, build_optimizer(&cfg.optim, cfg.train.grad_clip_norm), schedule);
-        let (train_loader, epochs) = data::train_loader_with_control(&ds, &cfg.data, image_size, batch, cfg.train.seed, &ad);
+        let (train_loader, epochs) =
+            data::train_loader_with_control(&ds, &cfg.data, image_size, batch, cfg.train.seed, &ad);
         epochs.set_epoch(from as u64);
         let valid_loader = data::eval_loader(ds.valid(), &cfg.data, image_size, batch, &device);
         let strategy = ComposedCheckpointingStrategy::builder()
             .add(KeepLastNCheckpoints::new(2))
-            .add(MetricCheckpointingStrategy::new(&AccuracyMetric::new(), Aggregate::Mean, Direction::Highest, Split::Valid))
+            .add(MetricCheckpointingStrategy::new(
+                &AccuracyMetric::new(),
+                Aggregate::Mean,
+                Direction::Highest,
+                Split::Valid,
+            ))
             .build();
         let mut training = SupervisedTraining::new(run_dir, train_loader, valid_loader)
             .metric_train_numeric(LossMetric::new())
@@ -313,7 +327,11 @@ fn finish(
     let best_ckpt = run_dir.join("checkpoint").join(format!("model-{}.bpk", best.epoch));
     if best_ckpt.exists() {
         let arch = cfg.model.architecture().map_err(|e| TrainError::Run(e.reason))?;
-        let mut m = TrainingModel::new(EfficientNet::new(&arch, device), StepSettings { ema_decay: cfg.train.ema_decay, ..settings_for_export() }, 0);
+        let mut m = TrainingModel::new(
+            EfficientNet::new(&arch, device),
+            StepSettings { ema_decay: cfg.train.ema_decay, ..settings_for_export() },
+            0,
+        );
         m = m.try_load_file(&best_ckpt).map_err(|e| TrainError::Run(format!("{}: {e}", best_ckpt.display())))?;
         m.net.save_weights(&run_dir.join("best.bpk"))?;
     }
@@ -321,7 +339,8 @@ fn finish(
         Some(ema) => {
             let ema = ema.valid();
             ema.save_weights(&run_dir.join("ema.bpk"))?;
-            let m = crate::evaluate::evaluate_net(&ema, ds.valid(), &cfg.data, image_size, cfg.train.batch_size, device);
+            let m =
+                crate::evaluate::evaluate_net(&ema, ds.valid(), &cfg.data, image_size, cfg.train.batch_size, device);
             Some(FinalMetrics { val_top1: m.top1, val_top5: m.top5, val_loss: m.loss })
         }
         None => None,
@@ -338,5 +357,12 @@ fn finish(
 }
 
 fn settings_for_export() -> StepSettings {
-    StepSettings { label_smoothing: 0.0, seed: 0, ema_decay: None, drop_connect_rate: 0.0, drop_connect_ramp: false, total_steps: 1 }
+    StepSettings {
+        label_smoothing: 0.0,
+        seed: 0,
+        ema_decay: None,
+        drop_connect_rate: 0.0,
+        drop_connect_ramp: false,
+        total_steps: 1,
+    }
 }

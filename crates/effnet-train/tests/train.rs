@@ -79,10 +79,13 @@ fn loss_falls_and_the_run_directory_is_complete() {
     // 1438 / 128 = 12 steps per epoch; decay 0.9 per epoch: the last step of epoch 3 runs at
     // 0.016 · 0.9^2 (step 35 of 36, ⌊35 / 12⌋ = 2).
     assert!((tr[2].lr.unwrap() - 0.016 * 0.81).abs() < 1e-6, "{:?}", tr[2].lr);
-    for f in ["config.toml", "metrics.csv", "summary.json", "latest.bpk", "best.bpk", "ema.bpk", "loss.png", "accuracy.png"] {
+    for f in
+        ["config.toml", "metrics.csv", "summary.json", "latest.bpk", "best.bpk", "ema.bpk", "loss.png", "accuracy.png"]
+    {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["epochs"], 3);
     assert!((s["final"]["val_top1"].as_f64().unwrap() - va[2].top1).abs() < 1e-9);
     assert!(s["final"]["val_top5"].as_f64().unwrap() >= s["final"]["val_top1"].as_f64().unwrap());

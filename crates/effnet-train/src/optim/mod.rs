@@ -28,9 +28,14 @@ fn rmsprop(cfg: &OptimConfig, weight_decay: f64) -> RmsPropTf {
 
 fn sgd(cfg: &OptimConfig, weight_decay: f64) -> SgdConfig {
     // burn's SGD default dampening is 0.1; PyTorch's (and ours) is 0.
-    let momentum =
-        (cfg.momentum > 0.0).then_some(MomentumConfig { momentum: cfg.momentum, dampening: 0.0, nesterov: cfg.nesterov });
-    SgdConfig::new().with_momentum(momentum).with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)))
+    let momentum = (cfg.momentum > 0.0).then_some(MomentumConfig {
+        momentum: cfg.momentum,
+        dampening: 0.0,
+        nesterov: cfg.nesterov,
+    });
+    SgdConfig::new()
+        .with_momentum(momentum)
+        .with_weight_decay((weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)))
 }
 
 fn adamw(cfg: &OptimConfig, weight_decay: f64) -> AdamWConfig {
