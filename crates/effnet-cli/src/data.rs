@@ -103,8 +103,17 @@ pub fn check(src: &DataSource, json: bool, decode: bool) -> Result<()> {
 }
 
 /// `effnet data bench`: images/s of the training loader alone (decode + augment + batch).
-pub fn bench(src: &DataSource, batches: usize, image_size: Option<usize>, batch_size: Option<usize>) -> Result<()> {
-    let (data, cfg, base) = resolve(src)?;
+pub fn bench(
+    src: &DataSource,
+    batches: usize,
+    image_size: Option<usize>,
+    batch_size: Option<usize>,
+    workers: Option<usize>,
+) -> Result<()> {
+    let (mut data, cfg, base) = resolve(src)?;
+    if let Some(w) = workers {
+        data.num_workers = w;
+    }
     let cfg = cfg.unwrap_or_default();
     let ds = open(&data, &base)?;
     let size = match image_size.or(data.image_size) {

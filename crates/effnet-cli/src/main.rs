@@ -169,6 +169,9 @@ enum DataCommand {
         /// Batch size; default: [train] batch_size.
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Worker threads; default: [data] num_workers.
+        #[arg(long)]
+        workers: Option<usize>,
     },
 }
 
@@ -182,8 +185,8 @@ fn main() -> ExitCode {
         Command::Data { command: DataCommand::Check { source, json, decode } } => {
             data::check(&source.source(), json, decode)
         }
-        Command::Data { command: DataCommand::Bench { source, batches, image_size, batch_size } } => {
-            data::bench(&source.source(), batches, image_size, batch_size)
+        Command::Data { command: DataCommand::Bench { source, batches, image_size, batch_size, workers } } => {
+            data::bench(&source.source(), batches, image_size, batch_size, workers)
         }
         Command::Forward { model, input, output } => run::forward(&model, &input, &output),
         Command::Predict { model, top, json, resolution, crop_fraction, mean, std, images } => {

@@ -291,3 +291,13 @@ fn data_check_bad_input_is_a_clean_error() {
     ]));
     assert!(err.contains("folder/cat/") && err.contains(".png: cannot decode"), "{err}");
 }
+
+#[test]
+fn data_bench_reports_images_per_second() {
+    let path = repo().join("datasets/digits");
+    let args = ["data", "bench", "--dataset", "cifar100", "--path", path.to_str().unwrap()];
+    let o = effnet(&[&args[..], &["--image-size", "32", "--batch-size", "16", "--batches", "3"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("3 batches, 48 images in") && out.contains("images/s"), "{out}");
+}

@@ -377,3 +377,12 @@ fn eval_loader_is_resize_and_centre_crop() {
     let want: Vec<i64> = (0..4).map(|i| ds.valid().dataset.get(i).unwrap().label as i64).collect();
     assert_eq!(labels, want);
 }
+
+#[test]
+fn batch_and_item_types_meet_burn_train_bounds() {
+    fn bounds<T: Clone + Send + Sync + std::fmt::Debug + 'static>() {}
+    bounds::<ClassificationBatch>();
+    bounds::<Sample>();
+    bounds::<ImageItem>();
+    bounds::<Split>();
+}
