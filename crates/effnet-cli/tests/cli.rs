@@ -301,3 +301,55 @@ fn data_bench_reports_images_per_second() {
     let out = stdout(&o);
     assert!(out.contains("3 batches, 48 images in") && out.contains("images/s"), "{out}");
 }
+
+#[test]
+fn train_then_eval_through_the_cli() {
+    let dir = tmp_dir("train");
+    let cfg = dir.join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nvariant = \"custom\"\nwidth = 0.25\ndepth = 0.25\nresolution = 16\nnum_classes = 10\nbn_momentum = 0.9\n\
+             [data]\ndataset = \"cifar100\"\npath = \"{}\"\ncrop_fraction = 1.0\nnum_workers = 0\n\
+             [train]\nepochs = 1\nbatch_size = 128\n[optim]\nname = \"adamw\"\nlr = 0.003\nlr_batch_size = 128\n\
+             [schedule]\nname = \"constant\"\nwarmup_epochs = 0.0\n",
+            repo().join("datasets/digits").display()
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let o = effnet(&["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("done: 1 epochs"), "{}", stdout(&o));
+    let o = effnet(&["eval", "--config", cfg.to_str().unwrap(), "--checkpoint", run.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["images"], 359);
+    assert_eq!(v["split"], "test");
+    let top1 = v["top1"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&top1));
+    // eval's top-1 on the test split equals the run's final validation top-1 (CIFAR: valid = test).
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    // (summary.json holds metrics.csv's six decimals.)
+    assert!((summary["final"]["val_top1"].as_f64().unwrap() - top1).abs() < 1e-6);
+    // Resuming a finished run and --ema on a file are clean errors.
+    let err = assert_clean_failure(&effnet(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--resume",
+    ]));
+    assert!(err.contains("already trained for 1 epochs"), "{err}");
+    let err = assert_clean_failure(&effnet(&[
+        "eval",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--checkpoint",
+        run.join("latest.bpk").to_str().unwrap(),
+        "--ema",
+    ]));
+    assert!(err.contains("--ema needs a run directory"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -69,8 +69,7 @@ impl ConfigSource {
     }
 
     fn resolve(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() || p.exists() { p.to_path_buf() } else { self.base_dir().join(p) }
+        data::resolve_path(&self.base_dir(), p)
     }
 }
 

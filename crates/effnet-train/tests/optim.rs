@@ -34,7 +34,7 @@ fn weight_decay_skips_batchnorm_and_bias() {
         vals(model.classifier.bias.as_ref().unwrap().val()),
         vals(model.classifier.weight.val()),
     );
-    let after = optim.step(1.0.into(), model, grads);
+    let after = optim.step(1.0f64, model, grads);
     // SGD: θ ← θ − lr·(g + wd·θ) = 0.5·θ for decayed tensors.
     for (a, b) in vals(after.stem.conv.weight.val()).iter().zip(&before.0) {
         assert!((a - 0.5 * b).abs() < 1e-6);

@@ -111,16 +111,24 @@ impl OpenedDataset {
     }
 }
 
-/// Opens the dataset a `[data]` section describes; a relative `cfg.path` resolves against
-/// `base_dir` (the config file's directory).
+/// Opens the dataset a `[data]` section describes. A relative `cfg.path` resolves against
+/// `base_dir` (the config file's directory) and, when nothing is there, against the working
+/// directory (so `path = "datasets/digits"` works from the repository root too).
 pub fn open_dataset(cfg: &DataConfig, base_dir: &Path) -> Result<OpenedDataset, DataError> {
-    let root = base_dir.join(&cfg.path);
+    let root = resolve_path(base_dir, &cfg.path);
     match cfg.dataset {
         DatasetKind::Cifar100 => open_cifar_binary(&root, cfg.labels),
         DatasetKind::Cifar100Python => open_cifar_python(&root, cfg.labels),
         DatasetKind::Flowers102 => open_flowers102(&root, cfg.skip_corrupt),
         DatasetKind::Folder => open_folder(&root, cfg),
     }
+}
+
+/// `path` relative to `base_dir` if it exists there, else as given (relative to the working
+/// directory); errors then name the config-relative path.
+pub fn resolve_path(base_dir: &Path, path: &str) -> std::path::PathBuf {
+    let in_base = base_dir.join(path);
+    if in_base.exists() || !Path::new(path).exists() { in_base } else { Path::new(path).to_path_buf() }
 }
 
 /// The name of a dataset kind as written in the TOML (`cifar100`, `flowers102`, …).
