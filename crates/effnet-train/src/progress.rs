@@ -204,7 +204,9 @@ impl TrainingProgressLogger for Progress {
                 bar.set_position(items_processed as u64);
                 bar.set_message(self.status());
             }
-            None if self.split == "train" && self.steps.is_multiple_of(self.log_every) => eprintln!("{}", self.status()),
+            None if self.split == "train" && self.steps.is_multiple_of(self.log_every) => {
+                eprintln!("{}", self.status())
+            }
             None => {}
         }
     }

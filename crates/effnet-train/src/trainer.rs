@@ -105,15 +105,37 @@ impl Summary {
     }
 }
 
-/// The compute device for `[runtime]`.
+/// The compute device for `[runtime]` (its first `devices` entry). Backends other than flex
+/// exist when effnet was built with the cargo feature of the same name.
 pub fn device_for(cfg: &EffnetConfig) -> Result<Device, Invalid> {
+    let missing = |name: &str| {
+        Invalid::new(
+            "runtime.backend",
+            format!("\"{name}\""),
+            format!(
+                "this effnet was built without the `{name}` feature; rebuild with `cargo build --release --features {name}`"
+            ),
+        )
+    };
     match cfg.runtime.backend {
         BackendKind::Flex => Ok(Device::flex()),
-        other => Err(Invalid::new(
-            "runtime.backend",
-            format!("{other:?}").to_lowercase(),
-            "this effnet binary was built with the flex CPU backend only",
-        )),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)] // burn 0.22 deprecates ndarray in favour of flex; users may still ask for it.
+        BackendKind::Ndarray => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "vulkan")]
+        BackendKind::Vulkan => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Ok(Device::cuda(cfg.runtime.devices.first().copied().unwrap_or(0))),
+        #[allow(unreachable_patterns)]
+        other => Err(missing(match other {
+            BackendKind::Flex => "flex",
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Vulkan => "vulkan",
+            BackendKind::Cuda => "cuda",
+        })),
     }
 }
 

@@ -130,3 +130,16 @@ fn a_diverging_run_stops_with_a_clear_message() {
     assert!(e.contains("the training loss became") && e.contains("stopped"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn a_backend_that_was_not_compiled_in_is_a_clear_error() {
+    let mut src = tiny(1, "[runtime]\nbackend = \"wgpu\"\n");
+    src.file = PathBuf::from("gpu.toml");
+    let e = train(&src, &tmp("gpu"), false).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "gpu.toml: key `runtime.backend`: invalid value \"wgpu\": this effnet was built without the `wgpu` feature; \
+         rebuild with `cargo build --release --features wgpu`"
+    );
+}
