@@ -271,7 +271,8 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         let renderer = Progress::new(csv.clone(), log.clone(), interrupter.clone(), cfg.train.log_every);
         let steps_done = from * steps_per_epoch;
         let mut model_net = match trained.take() {
-            Some(m) => m.net,
+            // burn-train hands the model back in evaluation mode, off the autodiff device.
+            Some(m) => m.net.train(),
             None => net.clone(),
         };
         model_net = if frozen { model_net.freeze_backbone() } else { model_net.unfreeze_backbone() };

@@ -143,3 +143,34 @@ fn a_backend_that_was_not_compiled_in_is_a_clear_error() {
          rebuild with `cargo build --release --features wgpu`"
     );
 }
+
+#[test]
+fn fine_tuning_from_weights_with_a_frozen_backbone_phase() {
+    // Pretrain 1 epoch, then fine-tune from its weights on the same data: 1 epoch with the
+    // backbone frozen, 1 with everything training.
+    let pre = tmp("pre");
+    train(&tiny(1, ""), &pre, false).unwrap();
+    let dir = tmp("ft");
+    let src = tiny(2, "");
+    let mut cfg = src.config.clone();
+    cfg.train.init_weights = Some(pre.join("latest.bpk").display().to_string());
+    cfg.train.freeze_backbone_epochs = 1;
+    let src = ConfigSource { config: cfg, file: src.file };
+    let s = train(&src, &dir, false).unwrap();
+    assert_eq!(s.epochs, 2);
+    let tr = rows(&dir, "train");
+    assert_eq!(tr.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
+    // The unfrozen second epoch trained the backbone away from the initial weights.
+    let arch = src.config.model.architecture().unwrap();
+    let dev = burn::prelude::Device::flex();
+    let stem = |p: &Path| {
+        let mut m = effnet_model::EfficientNet::new(&arch, &dev);
+        m.load_weights(p, &arch).unwrap();
+        m.stem.conv.weight.val().into_data().try_to_vec::<f32>().unwrap()
+    };
+    let (a, b) = (stem(&pre.join("latest.bpk")), stem(&dir.join("latest.bpk")));
+    let moved = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(moved > 1e-4, "stem moved by {moved}");
+    std::fs::remove_dir_all(&pre).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
