@@ -57,8 +57,8 @@ impl TrainingModel {
 
     /// Loss, logits and targets of a batch. Soft targets (mixup/cutmix) use the soft
     /// cross-entropy; label smoothing applies to both.
-    pub fn forward_classification(&self, net: &EfficientNet, batch: ClassificationBatch) -> ClassificationOutput {
-        let logits = net.forward(batch.images);
+    pub fn forward_classification(&self, batch: ClassificationBatch) -> ClassificationOutput {
+        let logits = self.net.forward(batch.images);
         let smoothing = self.settings.label_smoothing;
         let loss = match batch.soft_targets {
             Some(soft) => {
@@ -96,7 +96,7 @@ impl TrainStep for TrainingModel {
         // same masks as an uninterrupted one.
         let step = self.steps.load(Ordering::SeqCst) as u64;
         batch.images.device().seed(self.settings.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step));
-        let out = self.forward_classification(&self.net, batch);
+        let out = self.forward_classification(batch);
         TrainOutput::new(self, out.loss.backward(), out)
     }
 
@@ -114,6 +114,6 @@ impl InferenceStep for TrainingModel {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ClassificationBatch) -> ClassificationOutput {
-        self.forward_classification(&self.net, batch)
+        self.forward_classification(batch)
     }
 }

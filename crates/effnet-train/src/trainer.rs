@@ -9,12 +9,12 @@
 //!   latest.bpk best.bpk ema.bpk   the network's weights (effnet layout)
 //! ```
 
+use crate::build_model;
 use crate::data::{self, OpenedDataset};
 use crate::learner::{StepSettings, TrainingModel};
 use crate::optim::{build_optimizer, scaled_lr};
 use crate::progress::{EpochRow, Progress, RunLog};
 use crate::schedule::Schedule;
-use crate::{build_model, tf_bn_momentum_to_burn};
 use burn::module::Module;
 use burn::prelude::*;
 use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy};
@@ -242,7 +242,6 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         drop_connect_ramp: cfg.train.drop_connect_ramp,
         total_steps,
     };
-    debug_assert!((net.stem.bn.momentum - tf_bn_momentum_to_burn(cfg.model.bn_momentum)).abs() < 1e-12);
 
     let peak_lr = scaled_lr(&cfg.optim, batch * cfg.train.grad_accumulation);
     let log = Arc::new(Mutex::new(RunLog::default()));
