@@ -4,7 +4,7 @@ use anyhow::{Result, anyhow};
 use burn::prelude::Device;
 use clap::{Args, ValueEnum};
 use effnet_config::{Architecture, EffnetConfig, Padding, Variant};
-use effnet_model::{EfficientNet, LoadReport, WeightLayout, checkpoint_num_classes, detect_layout};
+use effnet_model::{EfficientNet, LoadReport, WeightLayout, inspect};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -48,7 +48,9 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Resolves the architecture and loads the weights, reporting what was decided on stderr.
     pub fn load(&self, device: &Device) -> Result<(Architecture, EfficientNet, LoadReport)> {
-        let layout = detect_layout(&self.weights)?;
+        // One look at the file's tensor table decides the layout and the class count.
+        let info = inspect(&self.weights)?;
+        let layout = info.layout;
         let mut arch = match (&self.variant, &self.config) {
             (Some(v), _) => {
                 let v: Variant = v.parse().map_err(|e: String| anyhow!("--variant: {e}"))?;
@@ -70,7 +72,7 @@ impl ModelArgs {
             }
             arch.bn_eps = eps;
         }
-        match (self.num_classes, checkpoint_num_classes(&self.weights)?) {
+        match (self.num_classes, info.num_classes) {
             (Some(0), _) => return Err(anyhow!("--num-classes: invalid value 0: must be at least 1")),
             (Some(n), _) | (None, Some(n)) => arch.num_classes = n,
             (None, None) => {}

@@ -14,4 +14,4 @@ pub use block::MbConv;
 pub use model::{DEFAULT_BN_MOMENTUM, EfficientNet, Features};
 pub use norm::BatchNorm;
 pub use params::trainable_params;
-pub use weights::{LoadReport, WeightLayout, WeightsError, checkpoint_num_classes, detect_layout, load_model};
+pub use weights::{CheckpointInfo, LoadReport, WeightLayout, WeightsError, detect_layout, inspect, load_model};

@@ -260,17 +260,48 @@ impl Format {
     }
 }
 
-/// Detects a checkpoint's layout without loading it.
-pub fn detect_layout(path: &Path) -> Result<WeightLayout, WeightsError> {
-    if Format::of(path) == Format::Burnpack {
-        return Ok(WeightLayout::Effnet);
-    }
+/// Reads a checkpoint's tensor table once and recognises its layout.
+fn read_layout(path: &Path) -> Result<(WeightLayout, BTreeMap<String, Vec<usize>>), WeightsError> {
     let shapes = file_shapes(path)?;
     let keys: Vec<&String> = shapes.keys().collect();
-    WeightLayout::detect(&keys).ok_or_else(|| WeightsError::UnknownLayout {
+    let layout = WeightLayout::detect(&keys).ok_or_else(|| WeightsError::UnknownLayout {
         file: path.to_path_buf(),
         first_keys: keys.iter().take(4).map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
-    })
+    })?;
+    Ok((layout, shapes))
+}
+
+/// Number of classes of the classifier in a tensor table of `layout`.
+fn classifier_classes(layout: WeightLayout, shapes: &BTreeMap<String, Vec<usize>>) -> Option<usize> {
+    match layout {
+        // burn's Linear weight is [in, out]; PyTorch's is [out, in].
+        WeightLayout::Effnet => shapes.get("classifier.weight").map(|s| s[1]),
+        WeightLayout::Lukemelas => shapes.get("_fc.weight").map(|s| s[0]),
+        WeightLayout::Timm => shapes.get("classifier.weight").map(|s| s[0]),
+        WeightLayout::Torchvision => shapes.get("classifier.1.weight").map(|s| s[0]),
+    }
+}
+
+/// What a checkpoint is, read without loading its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    pub layout: WeightLayout,
+    /// Classes of its classifier (`None` for `.bpk`, whose table is not inspected).
+    pub num_classes: Option<usize>,
+}
+
+/// Inspects a checkpoint: its key layout and its classifier's number of classes.
+pub fn inspect(path: &Path) -> Result<CheckpointInfo, WeightsError> {
+    if Format::of(path) == Format::Burnpack {
+        return Ok(CheckpointInfo { layout: WeightLayout::Effnet, num_classes: None });
+    }
+    let (layout, shapes) = read_layout(path)?;
+    Ok(CheckpointInfo { layout, num_classes: classifier_classes(layout, &shapes) })
+}
+
+/// Detects a checkpoint's layout without loading it.
+pub fn detect_layout(path: &Path) -> Result<WeightLayout, WeightsError> {
+    inspect(path).map(|i| i.layout)
 }
 
 fn escape(key: &str) -> String {
@@ -292,17 +323,9 @@ impl EfficientNet {
             let r = self.load_from(&mut store).map_err(|e| read_err(&e))?;
             return finish(path, WeightLayout::Effnet, r, &[], None);
         }
-        let shapes = file_shapes(path)?;
-        let keys: Vec<&String> = shapes.keys().collect();
-        let layout = WeightLayout::detect(&keys).ok_or_else(|| WeightsError::UnknownLayout {
-            file: file.clone(),
-            first_keys: keys.iter().take(4).map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
-        })?;
+        let (layout, shapes) = read_layout(path)?;
         let map = key_map(layout, arch);
-        let classifier_src =
-            map.iter().find(|(_, d)| d == "classifier.weight").map(|(s, _)| s.clone()).unwrap_or_default();
-        let file_classes =
-            shapes.get(&classifier_src).map(|s| if layout == WeightLayout::Effnet { s[1] } else { s[0] });
+        let file_classes = classifier_classes(layout, &shapes);
         let classifier_reset = file_classes.filter(|&n| n != self.num_classes()).map(|n| (n, self.num_classes()));
         let mut remapper = KeyRemapper::new();
         for (src, dst) in &map {
@@ -427,16 +450,4 @@ pub fn load_model(
     let mut model = EfficientNet::new(arch, device);
     let report = model.load_weights(path, arch)?;
     Ok((model, report))
-}
-
-/// Number of classes of a checkpoint's classifier, if it has one (`None` for `.bpk`).
-pub fn checkpoint_num_classes(path: &Path) -> Result<Option<usize>, WeightsError> {
-    let layout = detect_layout(path)?;
-    let shapes = file_shapes(path)?;
-    Ok(match layout {
-        WeightLayout::Effnet => shapes.get("classifier.weight").map(|s| s[1]),
-        WeightLayout::Lukemelas => shapes.get("_fc.weight").map(|s| s[0]),
-        WeightLayout::Timm => shapes.get("classifier.weight").map(|s| s[0]),
-        WeightLayout::Torchvision => shapes.get("classifier.1.weight").map(|s| s[0]),
-    })
 }

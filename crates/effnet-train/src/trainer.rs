@@ -328,11 +328,12 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         trained = Some(result.model);
     }
     let trained = trained.expect("at least one phase ran");
-    finish(cfg, run_dir, trained, &ds, image_size, &device)
+    finish(cfg, &arch, run_dir, trained, &ds, image_size, &device)
 }
 
 fn finish(
     cfg: &EffnetConfig,
+    arch: &effnet_config::Architecture,
     run_dir: &Path,
     trained: TrainingModel,
     ds: &OpenedDataset,
@@ -347,9 +348,8 @@ fn finish(
     // burn-train keeps the best-accuracy epoch's checkpoint; export its network.
     let best_ckpt = run_dir.join("checkpoint").join(format!("model-{}.bpk", best.epoch));
     if best_ckpt.exists() {
-        let arch = cfg.model.architecture().map_err(|e| TrainError::Run(e.reason))?;
         let mut m = TrainingModel::new(
-            EfficientNet::new(&arch, device),
+            EfficientNet::new(arch, device),
             StepSettings { ema_decay: cfg.train.ema_decay, ..settings_for_export() },
             0,
         );
