@@ -1,5 +1,6 @@
 //! `effnet`: EfficientNet training and inference from one TOML file.
 
+mod bench;
 mod data;
 mod info;
 mod model_args;
@@ -61,6 +62,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Images/s and peak memory of a variant at one shape, eval or train (compare with
+    /// scripts/bench_peers.py, which times PyTorch and ONNX Runtime the same way).
+    Bench(bench::BenchArgs),
     /// Eval-mode logits of a float32 NCHW .npy batch (verify a port against PyTorch).
     Forward {
         #[command(flatten)]
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
         Command::Data { command: DataCommand::Bench { source, batches, image_size, batch_size, workers } } => {
             data::bench(&source.source(), batches, image_size, batch_size, workers)
         }
+        Command::Bench(args) => bench::run(&args),
         Command::Forward { model, input, output } => run::forward(&model, &input, &output),
         Command::Predict { model, top, json, resolution, crop_fraction, mean, std, images } => {
             let opts = run::PredictOptions { top, json, resolution, crop_fraction, mean, std };

@@ -11,7 +11,7 @@ use effnet_config::{Activation, Padding};
 /// Applies an activation function.
 pub fn activate(act: Activation, x: Tensor<4>) -> Tensor<4> {
     match act {
-        Activation::Swish => burn::tensor::activation::silu(x),
+        Activation::Swish => crate::kernels::silu(x),
         Activation::Relu6 => burn::tensor::activation::relu(x).clamp_max(6.0),
     }
 }
@@ -87,7 +87,7 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.bn.forward(self.conv.forward(x));
+        let x = self.bn.forward(crate::kernels::conv2d(&self.conv, x));
         match self.act {
             Some(a) => activate(a, x),
             None => x,
@@ -120,7 +120,7 @@ impl SqueezeExcite {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let s = x.clone().mean_dim(2).mean_dim(3);
         let s = activate(self.act, self.reduce.forward(s));
-        let s = burn::tensor::activation::sigmoid(self.expand.forward(s));
+        let s = crate::kernels::sigmoid(self.expand.forward(s));
         x * s
     }
 }

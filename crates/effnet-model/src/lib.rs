@@ -4,6 +4,7 @@
 //! the stage table of `effnet-config`.
 
 pub mod block;
+pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod norm;

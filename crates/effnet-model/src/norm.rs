@@ -62,7 +62,7 @@ impl BatchNorm {
         let device = x.device();
         let [n, _, h, w] = x.dims();
         let count = (n * h * w) as f64;
-        let result = burn::tensor::module::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        let result = crate::kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
         let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
         let m = self.momentum;
         let mean = self.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m).add(result.mean.mul_scalar(m));

@@ -4,6 +4,7 @@
 //! BatchNorm momentum conversion (applied when a model is built from a config) and the
 //! evaluation preprocessing.
 
+pub mod bench;
 pub mod data;
 pub mod ema;
 pub mod evaluate;

@@ -1,0 +1,84 @@
+//! `effnet bench`: images/s and peak memory of one model at one shape.
+
+use anyhow::{Result, anyhow};
+use clap::{Args, ValueEnum};
+use effnet_config::{Architecture, Variant};
+use effnet_train::bench::{self, BenchMode, BenchSpec};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Mode {
+    /// Forward pass with BatchNorm on running statistics.
+    Eval,
+    /// Forward, cross-entropy, backward and an SGD step.
+    Train,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kernels {
+    /// effnet's CPU kernels where they apply (the default build's behaviour).
+    Effnet,
+    /// burn's own ops only (what the kernels are measured against).
+    Burn,
+}
+
+/// `effnet bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Released variant (b0…b8, l2, lite0…lite4).
+    #[arg(long, default_value = "b0")]
+    variant: String,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Input height and width; default: the variant's resolution.
+    #[arg(long)]
+    resolution: Option<usize>,
+    #[arg(long, value_enum, default_value = "eval")]
+    mode: Mode,
+    /// Classifier width.
+    #[arg(long, default_value_t = 1000)]
+    classes: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    #[arg(long, value_enum, default_value = "effnet")]
+    kernels: Kernels,
+    /// One JSON object: impl, model, mode, batch, resolution, images_per_sec, peak_rss_mb, ...
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let variant: Variant = args.variant.parse().map_err(|e: String| anyhow!("--variant: {e}"))?;
+    if args.batch == 0 || args.classes == 0 {
+        return Err(anyhow!("--batch and --classes must be at least 1"));
+    }
+    let mut arch = Architecture::variant(variant);
+    arch.num_classes = args.classes;
+    let resolution = args.resolution.unwrap_or(arch.resolution);
+    if resolution < 8 {
+        return Err(anyhow!("--resolution {resolution}: at least 8 pixels"));
+    }
+    let mode = match args.mode {
+        Mode::Eval => BenchMode::Eval,
+        Mode::Train => BenchMode::Train,
+    };
+    let impl_name = match args.kernels {
+        Kernels::Effnet => "effnet",
+        Kernels::Burn => "effnet-burn-ops",
+    };
+    effnet_model::kernels::set_enabled(matches!(args.kernels, Kernels::Effnet));
+    let spec = BenchSpec { arch, batch: args.batch, resolution, mode, warmup: args.warmup, runs: args.runs };
+    let r = bench::run(&spec, &burn::prelude::Device::flex(), impl_name);
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} {:?} batch {} at {}²: {:.1} images/s (median step {:.4} s over {} runs), peak RSS {:.0} MB",
+            r.model, args.mode, r.batch, r.resolution, r.images_per_sec, r.median_step_s, args.runs, r.peak_rss_mb
+        );
+    }
+    Ok(())
+}

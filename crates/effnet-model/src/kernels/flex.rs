@@ -1,0 +1,332 @@
+//! The kernels of [`super::simd`] and [`super::depthwise`] as burn operations on the Flex CPU
+//! backend, differentiable through hand-written `Backward` steps (burn's `extension` feature).
+//! Other backends never reach this file: [`super::fast_path`] routes them to burn's own ops.
+
+use super::{batchnorm, depthwise, simd};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, backend_extension};
+use burn::tensor::{DType, Shape};
+
+/// Fused operations effnet adds to burn.
+#[backend_extension(Flex, Autodiff)]
+pub trait EffnetKernels: Backend {
+    /// `x·sigmoid(x)` in one pass.
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `1 / (1 + e^−x)`, whose backward reuses the output.
+    fn sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Depthwise k×k convolution of `[n, c, h, w]` by `[c, 1, k, k]`, no bias, dilation 1.
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        pad_top: usize,
+        pad_bottom: usize,
+        pad_left: usize,
+        pad_right: usize,
+    ) -> FloatTensor<Self>;
+    /// Batch mean (row 0) and biased variance (row 1) per channel of `[n, c, h, w]`, as `[2, c]`;
+    /// a constant for autodiff (the gradient flows through [`Self::bn_normalize`]).
+    fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Training-mode BatchNorm output from the statistics of [`Self::bn_stats`]; its backward
+    /// accounts for the statistics' dependence on `x`.
+    fn bn_normalize(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+}
+
+fn contiguous(x: FlexTensor) -> FlexTensor {
+    assert_eq!(x.dtype(), DType::F32, "effnet's Flex kernels are f32-only (the caller checks)");
+    // `x` is dropped here, so a contiguous input comes back uniquely owned (in-place ops).
+    x.to_contiguous()
+}
+
+fn new_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(burn::tensor::Bytes::from_elems(data), Layout::contiguous(shape), DType::F32)
+}
+
+fn slice(x: &FlexTensor) -> &[f32] {
+    x.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
+/// `f` into a fresh buffer (autodiff keeps the input as state).
+fn map(x: FlexTensor, f: fn(&[f32], &mut [f32])) -> FlexTensor {
+    let x = contiguous(x);
+    let shape = x.layout().shape().clone();
+    let mut out = vec![0.0f32; shape.num_elements()];
+    f(slice(&x), &mut out);
+    new_tensor(out, shape)
+}
+
+/// In inference nobody else holds the input, so the result can overwrite it.
+fn map_in_place(x: FlexTensor, f: fn(&[f32], &mut [f32]), f_in_place: fn(&mut [f32])) -> FlexTensor {
+    let mut x = contiguous(x);
+    if let Some((start, end)) = x.layout().contiguous_offsets()
+        && let Some(buf) = x.try_storage_mut::<f32>()
+    {
+        f_in_place(&mut buf[start..end]);
+        return x;
+    }
+    map(x, f)
+}
+
+fn zip(a: FlexTensor, b: FlexTensor, f: fn(&[f32], &[f32], &mut [f32])) -> FlexTensor {
+    let (a, b) = (contiguous(a), contiguous(b));
+    let shape = a.layout().shape().clone();
+    assert_eq!(&shape, b.layout().shape(), "gradient shape");
+    let mut out = vec![0.0f32; shape.num_elements()];
+    f(slice(&a), slice(&b), &mut out);
+    new_tensor(out, shape)
+}
+
+fn geometry(x: &FlexTensor, w: &FlexTensor, stride: usize, pads: [(usize, usize); 2]) -> depthwise::Geometry {
+    let d = x.layout().shape();
+    let wd = w.layout().shape();
+    assert!(d.num_dims() == 4 && wd.num_dims() == 4, "depthwise conv expects 4-D input and weight");
+    assert!(wd[0] == d[1] && wd[1] == 1 && wd[2] == wd[3], "depthwise weight {wd:?} for input {d:?}");
+    depthwise::Geometry::new([d[0], d[1], d[2], d[3]], wd[2], stride, pads)
+}
+
+fn depthwise_forward(x: &FlexTensor, w: &FlexTensor, g: &depthwise::Geometry) -> FlexTensor {
+    let y = depthwise::forward(g, slice(x), slice(w));
+    new_tensor(y, Shape::from([g.batch, g.channels, g.out_height, g.out_width]))
+}
+
+fn bn_dims(x: &FlexTensor) -> batchnorm::Dims {
+    let d = x.layout().shape();
+    assert!(d.num_dims() == 4, "BatchNorm kernel expects [n, c, h, w], got {d:?}");
+    batchnorm::Dims { batch: d[0], channels: d[1], plane: d[2] * d[3] }
+}
+
+fn flex_bn_stats(x: FlexTensor) -> FlexTensor {
+    let x = contiguous(x);
+    let d = bn_dims(&x);
+    let (mut mean, var) = batchnorm::stats(&d, slice(&x));
+    mean.extend(var);
+    new_tensor(mean, Shape::from([2, d.channels]))
+}
+
+fn flex_bn_normalize(
+    x: &FlexTensor,
+    stats: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    eps: f64,
+) -> FlexTensor {
+    let d = bn_dims(x);
+    let (mean, var) = slice(stats).split_at(d.channels);
+    let (a, b) = batchnorm::affine(mean, var, slice(gamma), slice(beta), eps);
+    new_tensor(batchnorm::normalize(&d, slice(x), &a, &b), x.layout().shape().clone())
+}
+
+impl EffnetKernels for Flex {
+    fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        flex_bn_stats(x)
+    }
+
+    fn bn_normalize(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let (x, stats, gamma, beta) = (contiguous(x), contiguous(stats), contiguous(gamma), contiguous(beta));
+        flex_bn_normalize(&x, &stats, &gamma, &beta, eps)
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        map_in_place(x, simd::silu, simd::silu_in_place)
+    }
+
+    fn sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        map_in_place(x, simd::sigmoid, simd::sigmoid_in_place)
+    }
+
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        pad_top: usize,
+        pad_bottom: usize,
+        pad_left: usize,
+        pad_right: usize,
+    ) -> FloatTensor<Self> {
+        let (x, w) = (contiguous(x), contiguous(weight));
+        let g = geometry(&x, &w, stride, [(pad_top, pad_bottom), (pad_left, pad_right)]);
+        depthwise_forward(&x, &w, &g)
+    }
+}
+
+#[derive(Debug)]
+struct SiluBackward;
+
+impl Backward<Flex, 1> for SiluBackward {
+    /// The forward's input.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<Flex>(node.id, zip(ops.state, grad, simd::silu_backward));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SigmoidBackward;
+
+impl Backward<Flex, 1> for SigmoidBackward {
+    /// The forward's output.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<Flex>(node.id, zip(ops.state, grad, simd::sigmoid_backward));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl Backward<Flex, 2> for DepthwiseBackward {
+    /// Input, weight and geometry.
+    type State = (FlexTensor, FlexTensor, depthwise::Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w, g) = ops.state;
+        let (dx, dw) = depthwise::backward(&g, slice(&x), slice(&w), slice(&grad), node_x.is_some(), node_w.is_some());
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, new_tensor(dx, x.layout().shape().clone()));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, new_tensor(dw, w.layout().shape().clone()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormBackward {
+    eps: f64,
+}
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    /// Input, statistics and γ.
+    type State = (FlexTensor, FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, stats, gamma) = ops.state;
+        let d = bn_dims(&x);
+        let (mean, var) = slice(&stats).split_at(d.channels);
+        let (dx, dgamma, dbeta) = batchnorm::backward(&d, slice(&x), slice(&grad), mean, var, slice(&gamma), self.eps);
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, new_tensor(dx, x.layout().shape().clone()));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, new_tensor(dgamma, Shape::from([d.channels])));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, new_tensor(dbeta, Shape::from([d.channels])));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
+    fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // An untracked leaf: the statistics are constants to autodiff.
+        <Self as burn::backend::AutodiffBackend>::from_inner(flex_bn_stats(x.primitive().clone()))
+    }
+
+    fn bn_normalize(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let stats = contiguous(stats.into_primitive());
+        match (BatchNormBackward { eps }).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = contiguous(x.primitive().clone());
+                let gp = contiguous(gamma.primitive().clone());
+                let bp = contiguous(beta.into_primitive());
+                let out = flex_bn_normalize(&xp, &stats, &gp, &bp, eps);
+                prep.finish((xp, stats, gp), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (xp, gp, bp) = (
+                    contiguous(x.into_primitive()),
+                    contiguous(gamma.into_primitive()),
+                    contiguous(beta.into_primitive()),
+                );
+                prep.finish(flex_bn_normalize(&xp, &stats, &gp, &bp, eps))
+            }
+        }
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SiluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let input = contiguous(x.primitive().clone());
+                let out = map(input.clone(), simd::silu);
+                prep.finish(input, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(map(x.into_primitive(), simd::silu)),
+        }
+    }
+
+    fn sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SigmoidBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = map(x.primitive().clone(), simd::sigmoid);
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(map(x.into_primitive(), simd::sigmoid)),
+        }
+    }
+
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        pad_top: usize,
+        pad_bottom: usize,
+        pad_left: usize,
+        pad_right: usize,
+    ) -> FloatTensor<Self> {
+        let pads = [(pad_top, pad_bottom), (pad_left, pad_right)];
+        match DepthwiseBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let xp = contiguous(x.primitive().clone());
+                let wp = contiguous(weight.primitive().clone());
+                let g = geometry(&xp, &wp, stride, pads);
+                let out = depthwise_forward(&xp, &wp, &g);
+                prep.finish((xp, wp, g), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                let xp = contiguous(x.into_primitive());
+                let wp = contiguous(weight.into_primitive());
+                let g = geometry(&xp, &wp, stride, pads);
+                prep.finish(depthwise_forward(&xp, &wp, &g))
+            }
+        }
+    }
+}

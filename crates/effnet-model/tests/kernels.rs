@@ -1,0 +1,139 @@
+//! effnet's Flex kernels (SiLU, sigmoid, depthwise conv) against burn's own ops: values and
+//! gradients. (`kernels_model.rs` compares a whole training step with the kernels on and off;
+//! it flips a process-wide switch, so it lives in its own test binary.)
+
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+use effnet_model::kernels;
+
+fn autodiff() -> Device {
+    Device::flex().autodiff()
+}
+
+fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 2.0), device)
+}
+
+#[test]
+fn kernels_are_used_on_flex_only() {
+    let x = Tensor::<1>::zeros([4], &Device::flex());
+    assert!(kernels::fast_path(&x));
+    assert!(kernels::fast_path(&Tensor::<1>::zeros([4], &autodiff())));
+}
+
+#[test]
+fn silu_and_sigmoid_values_and_gradients_match_burn() {
+    let device = autodiff();
+    let x = random([3, 40, 17, 19], &device);
+    let g = random([3, 40, 17, 19], &device);
+    for (name, ours, theirs) in [
+        (
+            "silu",
+            kernels::silu::<4> as fn(Tensor<4>) -> Tensor<4>,
+            burn::tensor::activation::silu::<4> as fn(Tensor<4>) -> Tensor<4>,
+        ),
+        ("sigmoid", kernels::sigmoid::<4>, burn::tensor::activation::sigmoid::<4>),
+    ] {
+        let xa = x.clone().detach().require_grad();
+        let xb = x.clone().detach().require_grad();
+        let (ya, yb) = (ours(xa.clone()), theirs(xb.clone()));
+        let dy = max_diff(ya.clone(), yb.clone());
+        assert!(dy < 1e-6, "{name} forward differs by {dy}");
+        let ga = xa.grad(&(ya * g.clone()).sum().backward()).unwrap();
+        let gb = xb.grad(&(yb * g.clone()).sum().backward()).unwrap();
+        let dg = max_diff(ga, gb);
+        assert!(dg < 1e-5, "{name} gradient differs by {dg}");
+        // Inference (no autodiff) takes the in-place path.
+        let plain = x.clone().inner();
+        let d = max_diff(ours(plain.clone()), theirs(plain));
+        assert!(d < 1e-6, "{name} inference differs by {d}");
+    }
+}
+
+#[test]
+fn depthwise_and_pointwise_conv_values_and_gradients_match_burn() {
+    let device = autodiff();
+    // (channels, kernel, stride, padding, input h × w): TF-SAME (asymmetric at stride 2) and
+    // symmetric padding, odd sizes.
+    let cases = [
+        (8, 3, 1, PaddingConfig2d::Same, 15, 12),
+        (8, 3, 2, PaddingConfig2d::Same, 15, 12),
+        (6, 5, 2, PaddingConfig2d::Same, 16, 13),
+        (6, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 9, 9),
+        (4, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 8, 11),
+        (4, 5, 2, PaddingConfig2d::Same, 2, 2),
+    ];
+    // 1×1 convs (the batched-matmul path) go through the same checks.
+    for (i, (cin, cout, h, w)) in [(8, 12, 5, 7), (3, 1, 1, 1), (16, 4, 6, 6)].into_iter().enumerate() {
+        let conv = Conv2dConfig::new([cin, cout], [1, 1]).with_bias(false).init(&device);
+        let x = random([3, cin, h, w], &device).require_grad();
+        let (ya, yb) = (kernels::conv2d(&conv, x.clone()), conv.forward(x.clone()));
+        assert_eq!(ya.dims(), yb.dims(), "1x1 case {i}: output shape");
+        let d = max_diff(ya.clone(), yb.clone());
+        assert!(d < 1e-4, "1x1 case {i}: forward differs by {d}");
+        let g = random(ya.dims(), &device);
+        let (grads_a, grads_b) = ((ya * g.clone()).sum().backward(), (yb * g).sum().backward());
+        let dx = max_diff(x.grad(&grads_a).unwrap(), x.grad(&grads_b).unwrap());
+        let dw = max_diff(conv.weight.grad(&grads_a).unwrap(), conv.weight.grad(&grads_b).unwrap());
+        assert!(dx < 1e-4 && dw < 1e-3, "1x1 case {i}: gradients differ by {dx}, {dw}");
+    }
+    for (i, (c, k, s, pad, h, w)) in cases.into_iter().enumerate() {
+        let conv = Conv2dConfig::new([c, c], [k, k])
+            .with_groups(c)
+            .with_stride([s, s])
+            .with_padding(pad)
+            .with_bias(false)
+            .init(&device);
+        let x = random([3, c, h, w], &device).require_grad();
+        let (ya, yb) = (kernels::conv2d(&conv, x.clone()), conv.forward(x.clone()));
+        assert_eq!(ya.dims(), yb.dims(), "case {i}: output shape");
+        let d = max_diff(ya.clone(), yb.clone());
+        assert!(d < 1e-5, "case {i}: forward differs by {d}");
+        let g = random(ya.dims(), &device);
+        let grads_a = (ya * g.clone()).sum().backward();
+        let grads_b = (yb * g).sum().backward();
+        let dx = max_diff(x.grad(&grads_a).unwrap(), x.grad(&grads_b).unwrap());
+        let dw = max_diff(conv.weight.grad(&grads_a).unwrap(), conv.weight.grad(&grads_b).unwrap());
+        assert!(dx < 1e-4 && dw < 1e-3, "case {i}: input gradient differs by {dx}, weight gradient by {dw}");
+        // Inference.
+        let conv_valid = conv.valid();
+        let xi = x.clone().inner();
+        let d = max_diff(kernels::conv2d(&conv_valid, xi.clone()), conv_valid.forward(xi));
+        assert!(d < 1e-5, "case {i}: inference differs by {d}");
+    }
+}
+
+#[test]
+fn batch_norm_train_values_statistics_and_gradients_match_burn() {
+    let device = autodiff();
+    for (shape, offset) in [([4, 6, 9, 7], 0.0), ([2, 3, 1, 1], 5.0), ([8, 16, 4, 4], 50.0)] {
+        let x = (random(shape, &device) + offset).require_grad();
+        let gamma = random([shape[1]], &device).require_grad();
+        let beta = random([shape[1]], &device).require_grad();
+        let a = kernels::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3);
+        let b = burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3);
+        let tol = 1e-4 * (1.0 + offset);
+        for (name, d) in [
+            ("output", max_diff(a.output.clone(), b.output.clone())),
+            ("mean", max_diff(a.mean, b.mean)),
+            ("variance", max_diff(a.variance, b.variance)),
+        ] {
+            assert!(d < tol, "{shape:?}: {name} differs by {d}");
+        }
+        let g = random(shape, &device);
+        let ga = (a.output * g.clone()).sum().backward();
+        let gb = (b.output * g).sum().backward();
+        let dx = max_diff(x.grad(&ga).unwrap(), x.grad(&gb).unwrap());
+        let dgamma = max_diff(gamma.grad(&ga).unwrap(), gamma.grad(&gb).unwrap());
+        let dbeta = max_diff(beta.grad(&ga).unwrap(), beta.grad(&gb).unwrap());
+        assert!(dx < 1e-3 && dgamma < 1e-3 && dbeta < 1e-3, "{shape:?}: gradients differ by {dx}, {dgamma}, {dbeta}");
+    }
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Times EfficientNet in PyTorch (timm) or ONNX Runtime with the protocol of `effnet bench`.
+
+Prints one JSON object with the same keys as `effnet bench --json`:
+  impl, model, mode, batch, resolution, classes, threads, images_per_sec, median_step_s,
+  step_s, peak_rss_mb
+
+  eval  forward on random N(0,1) input under torch.inference_mode() (ORT: session.run),
+        BatchNorm on running statistics, until the logits are in host memory;
+  train forward + cross-entropy + backward + SGD(lr 0.01, momentum 0.9) until loss.item().
+Each timed step follows `--warmup` untimed steps; the median is reported.
+
+Needs: pip install torch timm onnxruntime onnx (scripts/bench_table.py runs it next to effnet).
+"""
+
+import argparse
+import warnings
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--impl", choices=["torch", "ort"], default="torch")
+    p.add_argument("--model", default="efficientnet_b0", help="timm name (efficientnet_b0, tf_efficientnet_b0, ...)")
+    p.add_argument("--mode", choices=["eval", "train"], default="eval")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="default: all cores")
+    a = p.parse_args()
+    warnings.filterwarnings("ignore")  # the legacy ONNX exporter announces its deprecation
+
+    import torch
+    import timm
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model = timm.create_model(a.model, pretrained=False, num_classes=a.classes)
+    x = torch.randn(a.batch, 3, a.resolution, a.resolution)
+    times = []
+    steps = a.warmup + max(a.runs, 1)
+
+    if a.impl == "ort":
+        if a.mode != "eval":
+            sys.exit("ONNX Runtime is timed for eval only")
+        import onnxruntime as ort
+
+        model.eval()
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "model.onnx")
+            torch.onnx.export(model, (x,), path, input_names=["x"], output_names=["logits"], dynamo=False)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = a.threads
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        xn = x.numpy()
+        for _ in range(steps):
+            t = time.perf_counter()
+            sess.run(["logits"], {"x": xn})
+            times.append(time.perf_counter() - t)
+    elif a.mode == "eval":
+        model.eval()
+        with torch.inference_mode():
+            for _ in range(steps):
+                t = time.perf_counter()
+                model(x).numpy()
+                times.append(time.perf_counter() - t)
+    else:
+        model.train()
+        labels = torch.tensor([(i * 7919) % a.classes for i in range(a.batch)])
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        for _ in range(steps):
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), labels)
+            loss.backward()
+            opt.step()
+            loss.item()
+            times.append(time.perf_counter() - t)
+
+    timed = times[a.warmup:]
+    med = statistics.median(timed)
+    print(json.dumps({
+        "impl": "onnxruntime" if a.impl == "ort" else "pytorch",
+        "model": a.model,
+        "mode": a.mode,
+        "batch": a.batch,
+        "resolution": a.resolution,
+        "classes": a.classes,
+        "threads": a.threads,
+        "images_per_sec": a.batch / med,
+        "median_step_s": med,
+        "step_s": timed,
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Runs `effnet bench` and its peers (scripts/bench_peers.py: PyTorch/timm, ONNX Runtime)
+side by side, interleaved (A B C A B C ...: this machine is noisy), and prints the
+BENCHMARKS.md table: the median over rounds of each process's median images/s, the ratios
+effnet / peer, and each one's peak RSS.
+
+  python3 scripts/bench_table.py --effnet target/release/effnet --python /tmp/refvenv/bin/python \
+      --rounds 3 --out bench-results.jsonl
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROWS = [  # (mode, batch, resolution, classes)
+    ("eval", 16, 224, 1000),
+    ("eval", 64, 32, 1000),
+    ("train", 32, 32, 100),
+    ("train", 8, 224, 1000),
+]
+
+
+def run(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--effnet", default="target/release/effnet")
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--out", default="bench-results.jsonl")
+    p.add_argument("--rows", default="all", help="comma-separated row indices (0-3) or 'all'")
+    p.add_argument("--no-baseline", action="store_true", help="skip effnet with burn's own ops")
+    a = p.parse_args()
+    peers = str(Path(__file__).with_name("bench_peers.py"))
+    rows = ROWS if a.rows == "all" else [ROWS[int(i)] for i in a.rows.split(",")]
+    results = {}
+    with open(a.out, "a") as log:
+        for mode, batch, res, classes in rows:
+            common = ["--mode", mode, "--batch", str(batch), "--resolution", str(res), "--classes", str(classes),
+                      "--runs", str(a.runs)]
+            impls = {"effnet": [a.effnet, "bench", "--variant", "b0", "--json", *common]}
+            if not a.no_baseline:
+                impls["effnet (burn ops)"] = impls["effnet"] + ["--kernels", "burn"]
+            impls["pytorch"] = [a.python, peers, "--impl", "torch", *common]
+            if mode == "eval":
+                impls["onnxruntime"] = [a.python, peers, "--impl", "ort", *common]
+            for r in range(a.rounds):
+                for name, cmd in impls.items():
+                    j = run(cmd)
+                    j["round"] = r
+                    j["label"] = name
+                    log.write(json.dumps(j) + "\n")
+                    log.flush()
+                    results.setdefault((mode, batch, res, classes), {}).setdefault(name, []).append(j)
+                    print(f"{mode} b{batch} {res}² {name:18} round {r}: {j['images_per_sec']:8.1f} img/s "
+                          f"{j['peak_rss_mb']:7.0f} MB", file=sys.stderr)
+
+    print("| workload | effnet img/s | PyTorch img/s | ORT img/s | effnet / PyTorch | effnet / ORT | "
+          "burn ops img/s | peak RSS effnet / PyTorch / ORT (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (mode, batch, res, classes), by in results.items():
+        med = {k: statistics.median(j["images_per_sec"] for j in v) for k, v in by.items()}
+        rss = {k: max(j["peak_rss_mb"] for j in v) for k, v in by.items()}
+        e, t, o = med["effnet"], med["pytorch"], med.get("onnxruntime")
+        fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
+        print(f"| B0 {mode} b{batch} {res}² ({classes} classes) | **{e:.1f}** | {t:.1f} | {fmt(o)} | "
+              f"**{e / t:.2f}×** | {'–' if o is None else f'{e / o:.2f}×'} | {fmt(med.get('effnet (burn ops)'))} | "
+              f"{rss['effnet']:.0f} / {rss['pytorch']:.0f} / {fmt(rss.get('onnxruntime'))} |")
+
+
+if __name__ == "__main__":
+    main()
