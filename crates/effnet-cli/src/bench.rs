@@ -13,14 +13,6 @@ pub enum Mode {
     Train,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Kernels {
-    /// effnet's CPU kernels where they apply (the default build's behaviour).
-    Effnet,
-    /// burn's own ops only (what the kernels are measured against).
-    Burn,
-}
-
 /// `effnet bench` arguments.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -43,8 +35,10 @@ pub struct BenchArgs {
     /// Timed steps; the median is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    #[arg(long, value_enum, default_value = "effnet")]
-    kernels: Kernels,
+    /// effnet's CPU kernels: `all` (default), `burn` (burn's own ops only), or a list of
+    /// activation, depthwise, batchnorm, pointwise.
+    #[arg(long, default_value = "all")]
+    kernels: String,
     /// One JSON object: impl, model, mode, batch, resolution, images_per_sec, peak_rss_mb, ...
     #[arg(long)]
     json: bool,
@@ -65,13 +59,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Mode::Eval => BenchMode::Eval,
         Mode::Train => BenchMode::Train,
     };
-    let impl_name = match args.kernels {
-        Kernels::Effnet => "effnet",
-        Kernels::Burn => "effnet-burn-ops",
+    let kernels = effnet_model::kernels::parse_selection(&args.kernels).map_err(|e| anyhow!("--kernels: {e}"))?;
+    effnet_model::kernels::select(&kernels);
+    let impl_name = match args.kernels.as_str() {
+        "all" => "effnet".to_string(),
+        other => format!("effnet[kernels={other}]"),
     };
-    effnet_model::kernels::set_enabled(matches!(args.kernels, Kernels::Effnet));
     let spec = BenchSpec { arch, batch: args.batch, resolution, mode, warmup: args.warmup, runs: args.runs };
-    let r = bench::run(&spec, &burn::prelude::Device::flex(), impl_name);
+    let r = bench::run(&spec, &burn::prelude::Device::flex(), &impl_name);
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

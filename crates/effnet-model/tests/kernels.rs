@@ -27,6 +27,7 @@ fn kernels_are_used_on_flex_only() {
     let x = Tensor::<1>::zeros([4], &Device::flex());
     assert!(kernels::fast_path(&x));
     assert!(kernels::fast_path(&Tensor::<1>::zeros([4], &autodiff())));
+    assert!(!kernels::fast_path(&Tensor::<1, Int>::zeros([4], &Device::flex()).float().cast(burn::tensor::DType::F64)));
 }
 
 #[test]
@@ -136,4 +137,14 @@ fn batch_norm_train_values_statistics_and_gradients_match_burn() {
         let dbeta = max_diff(beta.grad(&ga).unwrap(), beta.grad(&gb).unwrap());
         assert!(dx < 1e-3 && dgamma < 1e-3 && dbeta < 1e-3, "{shape:?}: gradients differ by {dx}, {dgamma}, {dbeta}");
     }
+}
+
+#[test]
+fn kernel_selection_parses_names_and_rejects_typos() {
+    use kernels::Kernel;
+    assert_eq!(kernels::parse_selection("all").unwrap(), Kernel::ALL.to_vec());
+    assert_eq!(kernels::parse_selection("burn").unwrap(), vec![]);
+    assert_eq!(kernels::parse_selection("depthwise, activation").unwrap(), vec![Kernel::Depthwise, Kernel::Activation]);
+    let e = kernels::parse_selection("activation,depthwize").unwrap_err();
+    assert!(e.contains("`depthwize`"), "{e}");
 }

@@ -2,7 +2,7 @@
 //! backend, differentiable through hand-written `Backward` steps (burn's `extension` feature).
 //! Other backends never reach this file: [`super::fast_path`] routes them to burn's own ops.
 
-use super::{batchnorm, depthwise, simd};
+use super::{batchnorm, depthwise, pointwise, simd};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -30,6 +30,8 @@ pub trait EffnetKernels: Backend {
         pad_left: usize,
         pad_right: usize,
     ) -> FloatTensor<Self>;
+    /// 1×1 convolution of `[n, c_in, h, w]` by `[c_out, c_in, 1, 1]`, no bias, stride 1.
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Batch mean (row 0) and biased variance (row 1) per channel of `[n, c, h, w]`, as `[2, c]`;
     /// a constant for autodiff (the gradient flows through [`Self::bn_normalize`]).
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -128,7 +130,27 @@ fn flex_bn_normalize(
     new_tensor(batchnorm::normalize(&d, slice(x), &a, &b), x.layout().shape().clone())
 }
 
+fn pw_dims(x: &FlexTensor, w: &FlexTensor) -> pointwise::Dims {
+    let d = x.layout().shape();
+    let wd = w.layout().shape();
+    assert!(
+        d.num_dims() == 4 && wd.num_dims() == 4 && wd[1] == d[1] && wd[2] == 1 && wd[3] == 1,
+        "1×1 conv weight {wd:?} for input {d:?}"
+    );
+    pointwise::Dims { batch: d[0], cin: d[1], cout: wd[0], plane: d[2] * d[3] }
+}
+
+fn pw_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
+    let d = pw_dims(x, w);
+    let [n, _, h, wd] = [x.layout().shape()[0], 0, x.layout().shape()[2], x.layout().shape()[3]];
+    new_tensor(pointwise::forward(&d, slice(x), slice(w)), Shape::from([n, d.cout, h, wd]))
+}
+
 impl EffnetKernels for Flex {
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        pw_forward(&contiguous(x), &contiguous(weight))
+    }
+
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
         flex_bn_stats(x)
     }
@@ -221,6 +243,28 @@ impl Backward<Flex, 2> for DepthwiseBackward {
 }
 
 #[derive(Debug)]
+struct PointwiseBackward;
+
+impl Backward<Flex, 2> for PointwiseBackward {
+    /// Input and weight.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w) = ops.state;
+        let d = pw_dims(&x, &w);
+        let (dx, dw) = pointwise::backward(&d, slice(&x), slice(&w), slice(&grad), node_x.is_some(), node_w.is_some());
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, new_tensor(dx, x.layout().shape().clone()));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, new_tensor(dw, w.layout().shape().clone()));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct BatchNormBackward {
     eps: f64,
 }
@@ -249,6 +293,20 @@ impl Backward<Flex, 3> for BatchNormBackward {
 }
 
 impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        match PointwiseBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let xp = contiguous(x.primitive().clone());
+                let wp = contiguous(weight.primitive().clone());
+                let out = pw_forward(&xp, &wp);
+                prep.finish((xp, wp), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(pw_forward(&contiguous(x.into_primitive()), &contiguous(weight.into_primitive())))
+            }
+        }
+    }
+
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
         // An untracked leaf: the statistics are constants to autodiff.
         <Self as burn::backend::AutodiffBackend>::from_inner(flex_bn_stats(x.primitive().clone()))

@@ -3,13 +3,15 @@
 //!
 //! They plug into burn through its backend-extension mechanism, keep autodiff (hand-written
 //! backward steps) and match burn's own ops to float rounding (tests in this module and in
-//! `tests/kernels.rs`). Every other backend, non-f32 tensors, and runs with
-//! `EFFNET_KERNELS=burn` in the environment use burn's ops unchanged, so the model still runs
-//! on every backend and the speed-up can be measured against the same build.
+//! `tests/kernels.rs`). Every other backend and non-f32 tensors use burn's ops unchanged, so the
+//! model still runs on every backend. `EFFNET_KERNELS=burn` (or a list such as
+//! `activation,depthwise`) switches kernels off, so each one's speed-up can be measured
+//! against the same build.
 
 mod batchnorm;
 mod depthwise;
 mod flex;
+mod pointwise;
 mod simd;
 
 use burn::backend::{Dispatch, DispatchDevice};
@@ -20,26 +22,85 @@ use burn::tensor::DType;
 use flex::EffnetKernels;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// 0: not yet read from the environment, 1: on, 2: off.
-static STATE: AtomicU8 = AtomicU8::new(0);
+/// One switch per kernel family, to measure each one's contribution in the same build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kernel {
+    /// SiLU and sigmoid.
+    Activation = 1,
+    Depthwise = 2,
+    BatchNorm = 4,
+    /// 1×1 convolutions as one GEMM per sample.
+    Pointwise = 8,
+}
 
-/// Whether the custom kernels are switched on: yes unless `EFFNET_KERNELS=burn` is set in the
-/// environment or [`set_enabled`] said otherwise.
-pub fn enabled() -> bool {
-    match STATE.load(Ordering::Relaxed) {
-        0 => {
-            let on = !matches!(std::env::var("EFFNET_KERNELS").as_deref(), Ok("burn"));
-            STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
+impl Kernel {
+    pub const ALL: [Kernel; 4] = [Kernel::Activation, Kernel::Depthwise, Kernel::BatchNorm, Kernel::Pointwise];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Activation => "activation",
+            Kernel::Depthwise => "depthwise",
+            Kernel::BatchNorm => "batchnorm",
+            Kernel::Pointwise => "pointwise",
         }
-        s => s == 1,
     }
 }
 
-/// Switches the kernels on or off for the whole process (benchmarks and parity tests compare
+const ALL_BITS: u8 = 1 | 2 | 4 | 8;
+/// Bit 7 set: not yet read from the environment.
+const UNREAD: u8 = 0x80;
+static MASK: AtomicU8 = AtomicU8::new(UNREAD);
+
+/// Parses a kernel selection: `all`, `burn` (none: burn's own ops everywhere) or a comma-separated
+/// list of `activation`, `depthwise`, `batchnorm`, `pointwise`.
+pub fn parse_selection(spec: &str) -> Result<Vec<Kernel>, String> {
+    match spec.trim() {
+        "all" | "effnet" | "" => Ok(Kernel::ALL.to_vec()),
+        "burn" | "none" => Ok(vec![]),
+        list => list
+            .split(',')
+            .map(|name| {
+                Kernel::ALL.into_iter().find(|k| k.name() == name.trim()).ok_or_else(|| {
+                    format!("unknown kernel `{name}` (expected all, burn, or a list of activation, depthwise, batchnorm, pointwise)")
+                })
+            })
+            .collect(),
+    }
+}
+
+fn mask() -> u8 {
+    let m = MASK.load(Ordering::Relaxed);
+    if m & UNREAD == 0 {
+        return m;
+    }
+    // `EFFNET_KERNELS` as in [`parse_selection`]; an unreadable value keeps every kernel on.
+    let selected = std::env::var("EFFNET_KERNELS").ok().and_then(|v| parse_selection(&v).ok());
+    let m = selected.map_or(ALL_BITS, |ks| ks.iter().fold(0, |m, k| m | *k as u8));
+    MASK.store(m, Ordering::Relaxed);
+    m
+}
+
+/// Whether `kernel` is switched on: yes unless the `EFFNET_KERNELS` environment variable (see
+/// [`parse_selection`]) or [`select`] / [`set_enabled`] said otherwise.
+pub fn is_enabled(kernel: Kernel) -> bool {
+    mask() & kernel as u8 != 0
+}
+
+/// Whether any kernel is switched on.
+pub fn enabled() -> bool {
+    mask() != 0
+}
+
+/// Switches exactly `kernels` on for the whole process.
+pub fn select(kernels: &[Kernel]) {
+    MASK.store(kernels.iter().fold(0, |m, k| m | *k as u8), Ordering::Relaxed);
+}
+
+/// Switches every kernel on or off for the whole process (benchmarks and parity tests compare
 /// the two paths in one run).
 pub fn set_enabled(on: bool) {
-    STATE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    MASK.store(if on { ALL_BITS } else { 0 }, Ordering::Relaxed);
 }
 
 fn is_flex(device: &DispatchDevice) -> bool {
@@ -53,12 +114,16 @@ fn is_flex(device: &DispatchDevice) -> bool {
 
 /// True when `x` lives on the Flex backend in f32, where effnet's kernels apply.
 pub fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
-    enabled() && x.dtype() == DType::F32 && is_flex(x.device().as_dispatch())
+    x.dtype() == DType::F32 && is_flex(x.device().as_dispatch())
+}
+
+fn use_kernel<const D: usize>(kernel: Kernel, x: &Tensor<D>) -> bool {
+    is_enabled(kernel) && fast_path(x)
 }
 
 /// `x·sigmoid(x)` (swish).
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if fast_path(&x) {
+    if use_kernel(Kernel::Activation, &x) {
         Tensor::from_dispatch(<Dispatch as EffnetKernels>::silu(x.into_dispatch()))
     } else {
         burn::tensor::activation::silu(x)
@@ -67,7 +132,7 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `1 / (1 + e^−x)`.
 pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if fast_path(&x) {
+    if use_kernel(Kernel::Activation, &x) {
         Tensor::from_dispatch(<Dispatch as EffnetKernels>::sigmoid(x.into_dispatch()))
     } else {
         burn::tensor::activation::sigmoid(x)
@@ -75,8 +140,8 @@ pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// `conv.forward(x)`; on the fast path a bias-free depthwise k×k conv (groups = channels,
-/// dilation 1) goes through the depthwise kernel and a bias-free 1×1 conv through a batched
-/// matrix product.
+/// dilation 1) goes through the depthwise kernel and a bias-free 1×1 conv through one GEMM per
+/// sample.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [_, channels, h, w] = x.dims();
     let [k, k2] = conv.kernel_size;
@@ -93,10 +158,10 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         && conv.dilation == [1, 1]
         && conv.bias.is_none()
         && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0));
-    if pointwise && fast_path(&x) {
+    if pointwise && use_kernel(Kernel::Pointwise, &x) {
         return pointwise_conv2d(conv, x);
     }
-    if !depthwise || !fast_path(&x) {
+    if !depthwise || !use_kernel(Kernel::Depthwise, &x) {
         return conv.forward(x);
     }
     let s = conv.stride[0];
@@ -132,7 +197,7 @@ pub fn batch_norm_train(
     beta: Tensor<1>,
     epsilon: f64,
 ) -> burn::tensor::module::BatchNormTrainOutput<4> {
-    if !fast_path(&x) {
+    if !use_kernel(Kernel::BatchNorm, &x) {
         return burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
     }
     let channels = x.dims()[1];
@@ -151,12 +216,10 @@ pub fn batch_norm_train(
     }
 }
 
-/// A 1×1 convolution as `W[c_out, c_in] · X[n][c_in, h·w]`. burn differentiates the product
-/// with two GEMMs, where its convolution backward computes the weight gradient by a transposing
-/// copy and an im2col with an h×w "kernel".
+/// A 1×1 convolution through the GEMM kernels of [`pointwise`].
 fn pointwise_conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [n, cin, h, w] = x.dims();
-    let [cout, ..] = conv.weight.dims();
-    let weight = conv.weight.val().reshape([1, cout, cin]);
-    weight.matmul(x.reshape([n, cin, h * w])).reshape([n, cout, h, w])
+    Tensor::from_dispatch(<Dispatch as EffnetKernels>::pointwise_conv2d(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+    ))
 }

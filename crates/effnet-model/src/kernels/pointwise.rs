@@ -1,0 +1,213 @@
+//! 1×1 convolution (no bias, stride 1) on contiguous NCHW `f32` slices as one GEMM per sample,
+//! forward and backward, through the `gemm` crate burn-flex itself uses.
+//!
+//! Written by hand because burn 0.22.1 computes a 1×1 conv's weight gradient as a generic
+//! convolution over transposed copies with an im2col whose "kernel" is the whole h×w map
+//! (9–11 % of a B0 training step), and expressing the conv as a broadcast batched matmul in
+//! burn is slower still (the broadcast weight is materialised per sample in the backward).
+
+use rayon::prelude::*;
+
+/// `[n, c_in, h·w]` input, `[c_out, c_in]` weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub plane: usize,
+}
+
+/// A row-major or transposed view of a matrix: element (i, j) at `i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// `dst[m×n] (row stride n) (+)= lhs[m×k] · rhs[k×n]`.
+fn matmul(dst: &mut [f32], accumulate: bool, (m, n, k): (usize, usize, usize), lhs: View, rhs: View, threads: usize) {
+    assert!(dst.len() >= m * n);
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: `dst` holds m×n elements; the callers build `lhs`/`rhs` from slices that hold the
+    // m×k and k×n elements their strides address (checked by the slice lengths in the callers).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+fn row_major(s: &[f32], rows: usize, cols: usize) -> View {
+    assert!(s.len() >= rows * cols);
+    View { ptr: s.as_ptr(), rs: cols as isize, cs: 1 }
+}
+
+/// The transpose of a row-major `rows × cols` matrix.
+fn transposed(s: &[f32], rows: usize, cols: usize) -> View {
+    assert!(s.len() >= rows * cols);
+    View { ptr: s.as_ptr(), rs: 1, cs: cols as isize }
+}
+
+/// Samples run in parallel when there are enough of them; otherwise GEMM uses the threads.
+fn split(batch: usize) -> (bool, usize) {
+    let threads = rayon::current_num_threads();
+    if batch >= threads { (true, 1) } else { (false, threads) }
+}
+
+/// `y[n] = W · x[n]`.
+pub fn forward(d: &Dims, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (xs, ys) = (d.cin * d.plane, d.cout * d.plane);
+    let mut y = vec![0.0f32; d.batch * ys];
+    let (by_sample, threads) = split(d.batch);
+    let one = |(yn, xn): (&mut [f32], &[f32])| {
+        matmul(yn, false, (d.cout, d.plane, d.cin), row_major(w, d.cout, d.cin), row_major(xn, d.cin, d.plane), threads)
+    };
+    if by_sample {
+        y.par_chunks_mut(ys).zip(x.par_chunks(xs)).for_each(one);
+    } else {
+        y.chunks_mut(ys).zip(x.chunks(xs)).for_each(one);
+    }
+    y
+}
+
+/// `dx[n] = Wᵀ · dy[n]` and `dW = Σₙ dy[n] · x[n]ᵀ`; either can be skipped.
+pub fn backward(
+    d: &Dims,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (xs, ys) = (d.cin * d.plane, d.cout * d.plane);
+    let (by_sample, threads) = split(d.batch);
+    let dx = want_dx.then(|| {
+        let mut dx = vec![0.0f32; d.batch * xs];
+        let one = |(dxn, dyn_): (&mut [f32], &[f32])| {
+            matmul(
+                dxn,
+                false,
+                (d.cin, d.plane, d.cout),
+                transposed(w, d.cout, d.cin),
+                row_major(dyn_, d.cout, d.plane),
+                threads,
+            )
+        };
+        if by_sample {
+            dx.par_chunks_mut(xs).zip(dy.par_chunks(ys)).for_each(one);
+        } else {
+            dx.chunks_mut(xs).zip(dy.chunks(ys)).for_each(one);
+        }
+        dx
+    });
+    let dw = want_dw.then(|| {
+        let ws = d.cout * d.cin;
+        // Each group of samples accumulates its own partial dW; the partials are summed.
+        let groups = if by_sample { rayon::current_num_threads().min(d.batch).max(1) } else { 1 };
+        let per = d.batch.div_ceil(groups);
+        let mut partial = vec![0.0f32; groups * ws];
+        let body = |(g, acc): (usize, &mut [f32])| {
+            for n in g * per..((g + 1) * per).min(d.batch) {
+                let dyn_ = &dy[n * ys..(n + 1) * ys];
+                let xn = &x[n * xs..(n + 1) * xs];
+                let first = n == g * per;
+                matmul(
+                    acc,
+                    !first,
+                    (d.cout, d.cin, d.plane),
+                    row_major(dyn_, d.cout, d.plane),
+                    transposed(xn, d.cin, d.plane),
+                    threads,
+                );
+            }
+        };
+        if groups > 1 {
+            partial.par_chunks_mut(ws).enumerate().for_each(body);
+        } else {
+            partial.chunks_mut(ws).enumerate().for_each(body);
+        }
+        let (first, rest) = partial.split_at_mut(ws);
+        for other in rest.chunks(ws) {
+            for (a, b) in first.iter_mut().zip(other) {
+                *a += b;
+            }
+        }
+        partial.truncate(ws);
+        partial
+    });
+    (dx, dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_definition() {
+        // One sample (GEMM-parallel), a batch (sample-parallel, uneven groups), a 1×1 map.
+        for d in [
+            Dims { batch: 1, cin: 5, cout: 7, plane: 13 },
+            Dims { batch: 5, cin: 6, cout: 3, plane: 10 },
+            Dims { batch: 3, cin: 4, cout: 9, plane: 1 },
+        ] {
+            let x = values(d.batch * d.cin * d.plane, 1);
+            let w = values(d.cout * d.cin, 2);
+            let dy = values(d.batch * d.cout * d.plane, 3);
+            let y = forward(&d, &x, &w);
+            let (dx, dw) = backward(&d, &x, &w, &dy, true, true);
+            let (dx, dw) = (dx.unwrap(), dw.unwrap());
+            let xi = |n: usize, c: usize, p: usize| (n * d.cin + c) * d.plane + p;
+            let yi = |n: usize, o: usize, p: usize| (n * d.cout + o) * d.plane + p;
+            for n in 0..d.batch {
+                for p in 0..d.plane {
+                    for o in 0..d.cout {
+                        let want: f64 = (0..d.cin).map(|c| w[o * d.cin + c] as f64 * x[xi(n, c, p)] as f64).sum();
+                        assert!((y[yi(n, o, p)] as f64 - want).abs() < 1e-5, "{d:?} y");
+                    }
+                    for c in 0..d.cin {
+                        let want: f64 = (0..d.cout).map(|o| w[o * d.cin + c] as f64 * dy[yi(n, o, p)] as f64).sum();
+                        assert!((dx[xi(n, c, p)] as f64 - want).abs() < 1e-5, "{d:?} dx");
+                    }
+                }
+            }
+            for o in 0..d.cout {
+                for c in 0..d.cin {
+                    let want: f64 = (0..d.batch)
+                        .flat_map(|n| (0..d.plane).map(move |p| (n, p)))
+                        .map(|(n, p)| dy[yi(n, o, p)] as f64 * x[xi(n, c, p)] as f64)
+                        .sum();
+                    assert!((dw[o * d.cin + c] as f64 - want).abs() < 1e-4, "{d:?} dw");
+                }
+            }
+        }
+    }
+}
