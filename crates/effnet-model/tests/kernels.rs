@@ -148,3 +148,15 @@ fn kernel_selection_parses_names_and_rejects_typos() {
     let e = kernels::parse_selection("activation,depthwize").unwrap_err();
     assert!(e.contains("`depthwize`"), "{e}");
 }
+
+#[test]
+fn batch_norm_inference_matches_burn() {
+    let device = Device::flex();
+    let x = random([3, 6, 5, 7], &device);
+    let [gamma, beta, mean] = [0, 1, 2].map(|_| random([6], &device));
+    let var = random([6], &device).abs() + 0.1;
+    let ours = kernels::batch_norm_inference(x.clone(), gamma.clone(), beta.clone(), mean.clone(), var.clone(), 1e-3);
+    let theirs = burn::tensor::module::batch_norm(x, gamma, beta, mean, var, 1e-3);
+    let d = max_diff(ours, theirs);
+    assert!(d < 1e-5, "inference BatchNorm differs by {d}");
+}

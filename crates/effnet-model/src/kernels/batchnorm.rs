@@ -108,6 +108,17 @@ pub fn normalize(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> 
     y
 }
 
+/// [`normalize`] overwriting `x`.
+pub fn normalize_in_place(d: &Dims, x: &mut [f32], scale: &[f32], shift: &[f32]) {
+    x.par_chunks_mut(d.plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, xp)| {
+        let c = p % d.channels;
+        let (a, b) = (scale[c], shift[c]);
+        for v in xp.iter_mut() {
+            *v = *v * a + b;
+        }
+    });
+}
+
 /// `(a, b)` with `y = a·x + b`: `a = γ/√(var + ε)`, `b = β − mean·a`.
 pub fn affine(mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
     (0..mean.len())

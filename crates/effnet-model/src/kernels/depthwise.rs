@@ -5,9 +5,9 @@
 //! generic weight gradient loops over every channel (8,960 slice/conv/assign rounds per B0
 //! backward) and its input gradient runs a K = 1 GEMM per (sample, channel) followed by a scalar
 //! scatter; together 27–33 % of a B0 training step. Here every (sample, channel) plane is an
-//! independent task for rayon, the inner loops run along a row (contiguous at stride 1, so they
-//! vectorise), and the asymmetric TF-SAME padding is handled by the loop bounds instead of a
-//! padded copy of the input.
+//! independent task for rayon. Each plane is first copied, zero-padded (TF-SAME's extra
+//! bottom/right pixel included) and split into `stride` column phases, so every kernel tap is
+//! a contiguous, branch-free run along an output row that the compiler vectorises.
 
 use rayon::prelude::*;
 
@@ -58,61 +58,113 @@ impl Geometry {
         self.out_height * self.out_width
     }
 
-    /// Output positions `o` (along one axis) whose tap `t` lands inside the input:
-    /// `0 ≤ o·stride + t − pad < size`.
-    fn valid(&self, t: usize, pad: usize, size: usize, out: usize) -> std::ops::Range<usize> {
-        let s = self.stride;
-        // Clamped to `out`: on a 1×1 map a 5×5 kernel's first taps reach no output at all.
-        let lo = if pad > t { (pad - t).div_ceil(s).min(out) } else { 0 };
-        let hi = if size + pad > t { ((size + pad - t - 1) / s + 1).min(out) } else { 0 };
-        lo..hi.max(lo)
-    }
-
     /// Planes per rayon task: at least ~4 k output elements each.
     fn min_planes(&self) -> usize {
         (4096 / self.out_plane().max(1)).max(1)
     }
 }
 
+/// A plane zero-padded and split into `stride` column phases, so that every kernel tap reads
+/// (or, in the backward, writes) one contiguous run per output row:
+/// `phase[ph][r][j] = padded[r][j·stride + ph]`, padded row r = input row r − pad_top.
+struct Phases {
+    rows: usize,
+    width: usize,
+}
+
+impl Phases {
+    fn new(g: &Geometry) -> Self {
+        // Columns rounded up to whole 8-lane blocks (plus the taps' reach) so that the forward
+        // can always read full blocks; the extra columns are zeros and their outputs dropped.
+        let blocks = g.out_width.div_ceil(LANES) * LANES;
+        Self { rows: (g.out_height - 1) * g.stride + g.kernel, width: blocks + (g.kernel - 1) / g.stride }
+    }
+
+    fn len(&self, g: &Geometry) -> usize {
+        g.stride * self.rows * self.width
+    }
+
+    /// Offset of tap (kh, kw) for output row `oh`.
+    #[inline(always)]
+    fn at(&self, g: &Geometry, oh: usize, kh: usize, kw: usize) -> usize {
+        ((kw % g.stride) * self.rows + oh * g.stride + kh) * self.width + kw / g.stride
+    }
+
+    /// The input column behind phase column `j` of phase `ph`, if inside the image.
+    #[inline(always)]
+    fn source_col(&self, g: &Geometry, ph: usize, j: usize) -> Option<usize> {
+        (j * g.stride + ph).checked_sub(g.pad_left).filter(|&c| c < g.width)
+    }
+
+    fn source_row(&self, g: &Geometry, r: usize) -> Option<usize> {
+        r.checked_sub(g.pad_top).filter(|&h| h < g.height)
+    }
+
+    /// Scatters an input plane into the phase layout (zeros in the padding).
+    fn fill(&self, g: &Geometry, xp: &[f32], buf: &mut Vec<f32>) {
+        buf.clear();
+        buf.resize(self.len(g), 0.0);
+        for ph in 0..g.stride {
+            for r in 0..self.rows {
+                let Some(h) = self.source_row(g, r) else { continue };
+                let src = &xp[h * g.width..][..g.width];
+                let dst = &mut buf[(ph * self.rows + r) * self.width..][..self.width];
+                for (j, d) in dst.iter_mut().enumerate() {
+                    if let Some(c) = self.source_col(g, ph, j) {
+                        *d = src[c];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gathers a phase-layout gradient back into an input plane (the padding is dropped).
+    fn gather(&self, g: &Geometry, buf: &[f32], dxp: &mut [f32]) {
+        for ph in 0..g.stride {
+            for r in 0..self.rows {
+                let Some(h) = self.source_row(g, r) else { continue };
+                let src = &buf[(ph * self.rows + r) * self.width..][..self.width];
+                let dst = &mut dxp[h * g.width..][..g.width];
+                for (j, &v) in src.iter().enumerate() {
+                    if let Some(c) = self.source_col(g, ph, j) {
+                        dst[c] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output columns computed together in registers.
+const LANES: usize = 8;
+
 /// `y[n,c] = x[n,c] ⋆ w[c]` (cross-correlation, like every deep-learning conv).
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (kk, ip, op) = (g.kernel * g.kernel, g.in_plane(), g.out_plane());
+    let (kk, ip, op, ow) = (g.kernel * g.kernel, g.in_plane(), g.out_plane(), g.out_width);
+    let ph = Phases::new(g);
     let mut y = vec![0.0f32; g.batch * g.channels * op];
-    y.par_chunks_mut(op).with_min_len(g.min_planes()).enumerate().for_each(|(p, yp)| {
-        let xp = &x[p * ip..(p + 1) * ip];
+    y.par_chunks_mut(op).with_min_len(g.min_planes()).enumerate().for_each_init(Vec::new, |buf, (p, yp)| {
+        ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
         let wc = &w[(p % g.channels) * kk..][..kk];
-        for kh in 0..g.kernel {
-            for oh in g.valid(kh, g.pad_top, g.height, g.out_height) {
-                let xr = &xp[(oh * g.stride + kh - g.pad_top) * g.width..][..g.width];
-                let yr = &mut yp[oh * g.out_width..][..g.out_width];
-                for kw in 0..g.kernel {
-                    let wv = wc[kh * g.kernel + kw];
-                    let cols = g.valid(kw, g.pad_left, g.width, g.out_width);
-                    if cols.is_empty() {
-                        continue;
+        for (oh, yr) in yp.chunks_exact_mut(ow).enumerate() {
+            // All k² taps of 8 neighbouring outputs accumulate in registers; one store each.
+            for col in (0..ow).step_by(LANES) {
+                let mut acc = [0.0f32; LANES];
+                for kh in 0..g.kernel {
+                    for kw in 0..g.kernel {
+                        let a = wc[kh * g.kernel + kw];
+                        let src = &buf[ph.at(g, oh, kh, kw) + col..][..LANES];
+                        for j in 0..LANES {
+                            acc[j] += a * src[j];
+                        }
                     }
-                    let first = cols.start * g.stride + kw - g.pad_left;
-                    row_axpy(&mut yr[cols.clone()], xr, first, g.stride, wv);
                 }
+                let n = LANES.min(ow - col);
+                yr[col..col + n].copy_from_slice(&acc[..n]);
             }
         }
     });
     y
-}
-
-/// `y[i] += a · x[first + i·stride]`.
-#[inline(always)]
-fn row_axpy(y: &mut [f32], x: &[f32], first: usize, stride: usize, a: f32) {
-    if stride == 1 {
-        let n = y.len();
-        for (o, &v) in y.iter_mut().zip(&x[first..first + n]) {
-            *o += a * v;
-        }
-    } else {
-        for (i, o) in y.iter_mut().enumerate() {
-            *o += a * x[first + i * stride];
-        }
-    }
 }
 
 /// Gradients `(dx, dw)` from the output gradient `dy`; either can be skipped.
@@ -124,57 +176,42 @@ pub fn backward(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let (kk, ip, op, planes) = (g.kernel * g.kernel, g.in_plane(), g.out_plane(), g.batch * g.channels);
+    let (kk, ip, op, ow, planes) =
+        (g.kernel * g.kernel, g.in_plane(), g.out_plane(), g.out_width, g.batch * g.channels);
+    let ph = Phases::new(g);
     let dx = want_dx.then(|| {
         let mut dx = vec![0.0f32; planes * ip];
-        dx.par_chunks_mut(ip).with_min_len(g.min_planes()).enumerate().for_each(|(p, dxp)| {
-            let dyp = &dy[p * op..(p + 1) * op];
-            let wc = &w[(p % g.channels) * kk..][..kk];
-            for kh in 0..g.kernel {
-                for oh in g.valid(kh, g.pad_top, g.height, g.out_height) {
-                    let dxr = &mut dxp[(oh * g.stride + kh - g.pad_top) * g.width..][..g.width];
-                    let dyr = &dyp[oh * g.out_width..][..g.out_width];
-                    for kw in 0..g.kernel {
-                        let wv = wc[kh * g.kernel + kw];
-                        let cols = g.valid(kw, g.pad_left, g.width, g.out_width);
-                        if cols.is_empty() {
-                            continue;
-                        }
-                        let first = cols.start * g.stride + kw - g.pad_left;
-                        // Scatter: dx[first + i·stride] += w · dy[i].
-                        let src = &dyr[cols];
-                        if g.stride == 1 {
-                            for (o, &v) in dxr[first..first + src.len()].iter_mut().zip(src) {
-                                *o += wv * v;
-                            }
-                        } else {
-                            for (i, &v) in src.iter().enumerate() {
-                                dxr[first + i * g.stride] += wv * v;
+        dx.par_chunks_mut(ip).with_min_len(g.min_planes()).enumerate().for_each_init(
+            Vec::new,
+            |buf: &mut Vec<f32>, (p, dxp)| {
+                buf.clear();
+                buf.resize(ph.len(g), 0.0);
+                let wc = &w[(p % g.channels) * kk..][..kk];
+                for (oh, dyr) in dy[p * op..(p + 1) * op].chunks_exact(ow).enumerate() {
+                    for kh in 0..g.kernel {
+                        for kw in 0..g.kernel {
+                            let a = wc[kh * g.kernel + kw];
+                            let at = ph.at(g, oh, kh, kw);
+                            for (o, &v) in buf[at..at + ow].iter_mut().zip(dyr) {
+                                *o += a * v;
                             }
                         }
                     }
                 }
-            }
-        });
+                ph.gather(g, buf, dxp);
+            },
+        );
         dx
     });
     let dw = want_dw.then(|| {
         // One partial k×k gradient per plane (parallel, no sharing), then a sum over the batch.
         let mut partial = vec![0.0f32; planes * kk];
-        partial.par_chunks_mut(kk).with_min_len(g.min_planes()).enumerate().for_each(|(p, acc)| {
-            let xp = &x[p * ip..(p + 1) * ip];
-            let dyp = &dy[p * op..(p + 1) * op];
-            for kh in 0..g.kernel {
-                for oh in g.valid(kh, g.pad_top, g.height, g.out_height) {
-                    let xr = &xp[(oh * g.stride + kh - g.pad_top) * g.width..][..g.width];
-                    let dyr = &dyp[oh * g.out_width..][..g.out_width];
+        partial.par_chunks_mut(kk).with_min_len(g.min_planes()).enumerate().for_each_init(Vec::new, |buf, (p, acc)| {
+            ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
+            for (oh, dyr) in dy[p * op..(p + 1) * op].chunks_exact(ow).enumerate() {
+                for kh in 0..g.kernel {
                     for kw in 0..g.kernel {
-                        let cols = g.valid(kw, g.pad_left, g.width, g.out_width);
-                        if cols.is_empty() {
-                            continue;
-                        }
-                        let first = cols.start * g.stride + kw - g.pad_left;
-                        acc[kh * g.kernel + kw] += row_dot(&dyr[cols], xr, first, g.stride);
+                        acc[kh * g.kernel + kw] += dot(dyr, &buf[ph.at(g, oh, kh, kw)..][..ow]);
                     }
                 }
             }
@@ -190,23 +227,17 @@ pub fn backward(
     (dx, dw)
 }
 
-/// `Σ a[i] · x[first + i·stride]`, with 8 partial sums so that the loop vectorises.
+/// `Σ a[i]·b[i]` with 8 partial sums so that the loop vectorises.
 #[inline(always)]
-fn row_dot(a: &[f32], x: &[f32], first: usize, stride: usize) -> f32 {
-    if stride == 1 {
-        let x = &x[first..first + a.len()];
-        let mut acc = [0.0f32; 8];
-        let (ac, ar) = a.split_at(a.len() / 8 * 8);
-        let (xc, xr) = x.split_at(ac.len());
-        for (ca, cx) in ac.chunks_exact(8).zip(xc.chunks_exact(8)) {
-            for j in 0..8 {
-                acc[j] += ca[j] * cx[j];
-            }
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let n8 = a.len() / 8 * 8;
+    for (ca, cb) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
+        for j in 0..8 {
+            acc[j] += ca[j] * cb[j];
         }
-        acc.iter().sum::<f32>() + ar.iter().zip(xr).map(|(p, q)| p * q).sum::<f32>()
-    } else {
-        a.iter().enumerate().map(|(i, &v)| v * x[first + i * stride]).sum()
     }
+    acc.iter().sum::<f32>() + a[n8..].iter().zip(&b[n8..]).map(|(p, q)| p * q).sum::<f32>()
 }
 
 #[cfg(test)]

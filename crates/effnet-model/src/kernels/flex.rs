@@ -32,6 +32,16 @@ pub trait EffnetKernels: Backend {
     ) -> FloatTensor<Self>;
     /// 1×1 convolution of `[n, c_in, h, w]` by `[c_out, c_in, 1, 1]`, no bias, stride 1.
     fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Inference BatchNorm `(x − mean)·γ/√(var + ε) + β` in one pass (in place when possible).
+    /// Not differentiable: effnet routes only non-autodiff tensors here.
+    fn bn_inference(
+        x: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
     /// Batch mean (row 0) and biased variance (row 1) per channel of `[n, c, h, w]`, as `[2, c]`;
     /// a constant for autodiff (the gradient flows through [`Self::bn_normalize`]).
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -147,6 +157,28 @@ fn pw_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
 }
 
 impl EffnetKernels for Flex {
+    fn bn_inference(
+        x: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let mut x = contiguous(x);
+        let d = bn_dims(&x);
+        let [mean, var, gamma, beta] = [mean, var, gamma, beta].map(contiguous);
+        let (a, b) = batchnorm::affine(slice(&mean), slice(&var), slice(&gamma), slice(&beta), eps);
+        if let Some((start, end)) = x.layout().contiguous_offsets()
+            && let Some(buf) = x.try_storage_mut::<f32>()
+        {
+            batchnorm::normalize_in_place(&d, &mut buf[start..end], &a, &b);
+            return x;
+        }
+        let shape = x.layout().shape().clone();
+        new_tensor(batchnorm::normalize(&d, slice(&x), &a, &b), shape)
+    }
+
     fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         pw_forward(&contiguous(x), &contiguous(weight))
     }
@@ -293,6 +325,17 @@ impl Backward<Flex, 3> for BatchNormBackward {
 }
 
 impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
+    fn bn_inference(
+        _x: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        _var: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _eps: f64,
+    ) -> FloatTensor<Self> {
+        unreachable!("effnet's kernels::batch_norm_inference sends autodiff tensors to burn's op")
+    }
+
     fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         match PointwiseBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {

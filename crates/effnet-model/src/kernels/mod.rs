@@ -223,3 +223,26 @@ fn pointwise_conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.weight.val().into_dispatch(),
     ))
 }
+
+/// Inference BatchNorm (running statistics) of `[n, c, h, w]`: burn's `batch_norm`, as one
+/// fused pass on the fast path without autodiff.
+pub fn batch_norm_inference(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<4> {
+    if !use_kernel(Kernel::BatchNorm, &x) || x.device().is_autodiff() {
+        return burn::tensor::module::batch_norm(x, gamma, beta, mean, var, epsilon);
+    }
+    Tensor::from_dispatch(<Dispatch as EffnetKernels>::bn_inference(
+        x.into_dispatch(),
+        mean.into_dispatch(),
+        var.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    ))
+}
