@@ -7,7 +7,9 @@ Prints one JSON object with the same keys as `effnet bench --json`:
 
   eval  forward on random N(0,1) input under torch.inference_mode() (ORT: session.run),
         BatchNorm on running statistics, until the logits are in host memory;
-  train forward + cross-entropy + backward + SGD(lr 0.01, momentum 0.9) until loss.item().
+  train forward + cross-entropy + backward + SGD(lr 0.01, momentum 0.9) until loss.item();
+  --impl torch-loader: images/s of a torchvision DataLoader alone over an image folder
+        (PIL decode, RandomResizedCrop, flip, ToTensor, Normalize), like `effnet data bench`.
 Each timed step follows `--warmup` untimed steps; the median is reported.
 
 Needs: pip install torch timm onnxruntime onnx (scripts/bench_table.py runs it next to effnet).
@@ -30,7 +32,10 @@ def peak_rss_mb():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--impl", choices=["torch", "ort"], default="torch")
+    p.add_argument("--impl", choices=["torch", "ort", "torch-loader"], default="torch")
+    p.add_argument("--folder", help="image folder (class sub-folders) for --impl torch-loader")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for --impl torch-loader")
+    p.add_argument("--batches", type=int, default=8, help="batches timed by --impl torch-loader")
     p.add_argument("--model", default="efficientnet_b0", help="timm name (efficientnet_b0, tf_efficientnet_b0, ...)")
     p.add_argument("--mode", choices=["eval", "train"], default="eval")
     p.add_argument("--batch", type=int, default=16)
@@ -43,9 +48,12 @@ def main():
     warnings.filterwarnings("ignore")  # the legacy ONNX exporter announces its deprecation
 
     import torch
-    import timm
 
     torch.set_num_threads(a.threads)
+    if a.impl == "torch-loader":
+        return loader(a)
+    import timm
+
     torch.manual_seed(0)
     model = timm.create_model(a.model, pretrained=False, num_classes=a.classes)
     x = torch.randn(a.batch, 3, a.resolution, a.resolution)
@@ -105,6 +113,33 @@ def main():
         "median_step_s": med,
         "step_s": timed,
         "peak_rss_mb": peak_rss_mb(),
+    }))
+
+
+def loader(a):
+    import torch
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([
+        transforms.RandomResizedCrop(a.resolution),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+    ds = datasets.ImageFolder(a.folder, tf)
+    dl = torch.utils.data.DataLoader(ds, batch_size=a.batch, shuffle=True, num_workers=a.workers, drop_last=False)
+    done = images = 0
+    t = time.perf_counter()
+    while done < a.batches:
+        for x, _ in dl:
+            images += x.shape[0]
+            done += 1
+            if done == a.batches:
+                break
+    secs = time.perf_counter() - t
+    print(json.dumps({
+        "impl": "pytorch", "mode": "loader", "batch": a.batch, "resolution": a.resolution, "workers": a.workers,
+        "batches": done, "images_per_sec": images / secs, "peak_rss_mb": peak_rss_mb(),
     }))
 
 

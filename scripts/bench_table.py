@@ -37,6 +37,12 @@ def main():
     p.add_argument("--out", default="bench-results.jsonl")
     p.add_argument("--rows", default="all", help="comma-separated row indices (0-3) or 'all'")
     p.add_argument("--no-baseline", action="store_true", help="skip effnet with burn's own ops")
+    p.add_argument("--ablation", action="store_true",
+                   help="also time effnet with each kernel family alone (--kernels activation, ...)")
+    p.add_argument("--loader", action="store_true",
+                   help="also time the data loader alone against a torchvision DataLoader")
+    p.add_argument("--photos", default="target/test-assets",
+                   help="folder with chelsea.png/coffee.png (scripts/fetch_test_assets.sh) for the loader's JPEGs")
     a = p.parse_args()
     peers = str(Path(__file__).with_name("bench_peers.py"))
     rows = ROWS if a.rows == "all" else [ROWS[int(i)] for i in a.rows.split(",")]
@@ -48,6 +54,9 @@ def main():
             impls = {"effnet": [a.effnet, "bench", "--variant", "b0", "--json", *common]}
             if not a.no_baseline:
                 impls["effnet (burn ops)"] = impls["effnet"] + ["--kernels", "burn"]
+            if a.ablation:
+                for k in ["activation", "depthwise", "batchnorm", "pointwise"]:
+                    impls[f"effnet ({k} only)"] = impls["effnet"] + ["--kernels", k]
             impls["pytorch"] = [a.python, peers, "--impl", "torch", *common]
             if mode == "eval":
                 impls["onnxruntime"] = [a.python, peers, "--impl", "ort", *common]
@@ -62,10 +71,34 @@ def main():
                     print(f"{mode} b{batch} {res}² {name:18} round {r}: {j['images_per_sec']:8.1f} img/s "
                           f"{j['peak_rss_mb']:7.0f} MB", file=sys.stderr)
 
+    if a.loader:
+        folder = make_jpeg_folder(Path(a.photos), Path("target/bench-jpegs"))
+        impls = {
+            "effnet": [a.effnet, "data", "bench", "--dataset", "folder", "--path", str(folder), "--image-size", "224",
+                       "--batch-size", "32", "--batches", "8", "--workers", "2", "--json"],
+            "pytorch": [a.python, peers, "--impl", "torch-loader", "--folder", str(folder / "train"), "--batch", "32",
+                        "--resolution", "224", "--workers", "2", "--batches", "8"],
+        }
+        with open(a.out, "a") as log:
+            for r in range(a.rounds):
+                for name, cmd in impls.items():
+                    j = run(cmd)
+                    j["round"], j["label"] = r, name
+                    log.write(json.dumps(j) + "\n")
+                    results.setdefault(("loader", 32, 224, 0), {}).setdefault(name, []).append(j)
+                    print(f"loader {name:18} round {r}: {j['images_per_sec']:8.1f} img/s", file=sys.stderr)
+
     print("| workload | effnet img/s | PyTorch img/s | ORT img/s | effnet / PyTorch | effnet / ORT | "
           "burn ops img/s | peak RSS effnet / PyTorch / ORT (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for (mode, batch, res, classes), by in results.items():
+        if mode == "loader":
+            e = statistics.median(j["images_per_sec"] for j in by["effnet"])
+            t = statistics.median(j["images_per_sec"] for j in by["pytorch"])
+            print(f"| data loader alone: 320 JPEGs 500×375 → RRC 224 + flip, batch 32, 2 workers | **{e:.1f}** | "
+                  f"{t:.1f} | – | **{e / t:.2f}×** | – | – | "
+                  f"{max(j['peak_rss_mb'] for j in by['effnet']):.0f} / {max(j['peak_rss_mb'] for j in by['pytorch']):.0f} / – |")
+            continue
         med = {k: statistics.median(j["images_per_sec"] for j in v) for k, v in by.items()}
         rss = {k: max(j["peak_rss_mb"] for j in v) for k, v in by.items()}
         e, t, o = med["effnet"], med["pytorch"], med.get("onnxruntime")
@@ -73,6 +106,37 @@ def main():
         print(f"| B0 {mode} b{batch} {res}² ({classes} classes) | **{e:.1f}** | {t:.1f} | {fmt(o)} | "
               f"**{e / t:.2f}×** | {'–' if o is None else f'{e / o:.2f}×'} | {fmt(med.get('effnet (burn ops)'))} | "
               f"{rss['effnet']:.0f} / {rss['pytorch']:.0f} / {fmt(rss.get('onnxruntime'))} |")
+    ablation = [(k, by) for k, by in results.items() if k[0] != "loader" and any("only" in n for n in by)]
+    if ablation:
+        print()
+        print("| workload | burn ops | " + " | ".join(n for n in ablation[0][1] if "only" in n) + " | all kernels |")
+        print("|---|---|" + "---|" * (sum("only" in n for n in ablation[0][1]) + 1))
+        for (mode, batch, res, classes), by in ablation:
+            med = {k: statistics.median(j["images_per_sec"] for j in v) for k, v in by.items()}
+            cells = " | ".join(f"{med[n]:.1f}" for n in by if "only" in n)
+            print(f"| B0 {mode} b{batch} {res}² | {med.get('effnet (burn ops)', float('nan')):.1f} | {cells} | "
+                  f"{med['effnet']:.1f} |")
+
+
+def make_jpeg_folder(photos, out):
+    """320 JPEGs of 500×375 (crops of two public-domain photos), three classes, train/valid."""
+    if (out / "train").is_dir():
+        return out
+    from PIL import Image
+    import random
+    rng = random.Random(0)
+    srcs = [Image.open(photos / n).convert("RGB") for n in ("chelsea.png", "coffee.png")]
+    for i in range(320):
+        split = "valid" if i % 10 == 0 else "train"
+        src = srcs[i % 2]
+        w, h = src.size
+        cw, ch = rng.randint(w // 2, w), rng.randint(h // 2, h)
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        img = src.crop((x, y, x + cw, y + ch)).resize((500, 375))
+        d = out / split / f"c{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        img.save(d / f"{i}.jpg", quality=90)
+    return out
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ pub fn bench(
     image_size: Option<usize>,
     batch_size: Option<usize>,
     workers: Option<usize>,
+    json: bool,
 ) -> Result<()> {
     let (mut data, cfg, base) = resolve(src)?;
     if let Some(w) = workers {
@@ -124,16 +125,18 @@ pub fn bench(
     let batch_size = batch_size.unwrap_or(cfg.train.batch_size);
     let device = Device::flex();
     let loader = train_loader(&ds, &data, size, batch_size, cfg.train.seed, &device);
-    println!(
-        "train loader: {} images of {}, {size}×{size}, batch {batch_size}, {} workers, randaugment n={} m={}, mixup α={}, cutmix α={}",
-        ds.train().dataset.len(),
-        kind_name(ds.kind),
-        data.num_workers,
-        data.augment.randaugment_n,
-        data.augment.randaugment_m,
-        data.augment.mixup_alpha,
-        data.augment.cutmix_alpha
-    );
+    if !json {
+        println!(
+            "train loader: {} images of {}, {size}×{size}, batch {batch_size}, {} workers, randaugment n={} m={}, mixup α={}, cutmix α={}",
+            ds.train().dataset.len(),
+            kind_name(ds.kind),
+            data.num_workers,
+            data.augment.randaugment_n,
+            data.augment.randaugment_m,
+            data.augment.mixup_alpha,
+            data.augment.cutmix_alpha
+        );
+    }
     let mut done = 0usize;
     let mut images = 0usize;
     let start = Instant::now();
@@ -153,6 +156,21 @@ pub fn bench(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("{done} batches, {images} images in {secs:.2} s: {:.1} images/s", images as f64 / secs);
+    if json {
+        // The keys of `effnet bench --json` and scripts/bench_peers.py.
+        let out = serde_json::json!({
+            "impl": "effnet",
+            "mode": "loader",
+            "batch": batch_size,
+            "resolution": size,
+            "workers": data.num_workers,
+            "batches": done,
+            "images_per_sec": images as f64 / secs,
+            "peak_rss_mb": effnet_train::bench::peak_rss_mb(),
+        });
+        println!("{out}");
+    } else {
+        println!("{done} batches, {images} images in {secs:.2} s: {:.1} images/s", images as f64 / secs);
+    }
     Ok(())
 }

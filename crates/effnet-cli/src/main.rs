@@ -176,6 +176,9 @@ enum DataCommand {
         /// Worker threads; default: [data] num_workers.
         #[arg(long)]
         workers: Option<usize>,
+        /// One JSON object (impl, mode, batch, resolution, workers, images_per_sec, peak_rss_mb).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -189,8 +192,8 @@ fn main() -> ExitCode {
         Command::Data { command: DataCommand::Check { source, json, decode } } => {
             data::check(&source.source(), json, decode)
         }
-        Command::Data { command: DataCommand::Bench { source, batches, image_size, batch_size, workers } } => {
-            data::bench(&source.source(), batches, image_size, batch_size, workers)
+        Command::Data { command: DataCommand::Bench { source, batches, image_size, batch_size, workers, json } } => {
+            data::bench(&source.source(), batches, image_size, batch_size, workers, json)
         }
         Command::Bench(args) => bench::run(&args),
         Command::Forward { model, input, output } => run::forward(&model, &input, &output),

@@ -90,45 +90,55 @@ impl Phases {
         ((kw % g.stride) * self.rows + oh * g.stride + kh) * self.width + kw / g.stride
     }
 
-    /// The input column behind phase column `j` of phase `ph`, if inside the image.
-    #[inline(always)]
-    fn source_col(&self, g: &Geometry, ph: usize, j: usize) -> Option<usize> {
-        (j * g.stride + ph).checked_sub(g.pad_left).filter(|&c| c < g.width)
+    /// Phase columns `j` of phase `ph` whose input column `j·stride + ph − pad_left` is inside
+    /// the image, and the input column of the first.
+    fn cols(&self, g: &Geometry, ph: usize) -> (std::ops::Range<usize>, usize) {
+        let s = g.stride;
+        let lo = if g.pad_left > ph { (g.pad_left - ph).div_ceil(s) } else { 0 };
+        let hi = (g.width + g.pad_left).saturating_sub(ph).div_ceil(s).min(self.width);
+        let lo = lo.min(hi);
+        (lo..hi, (lo * s + ph).saturating_sub(g.pad_left))
     }
 
     fn source_row(&self, g: &Geometry, r: usize) -> Option<usize> {
         r.checked_sub(g.pad_top).filter(|&h| h < g.height)
     }
 
-    /// Scatters an input plane into the phase layout (zeros in the padding).
+    /// Copies an input plane into the phase layout. Padding positions are never written, so a
+    /// buffer reused for planes of the same geometry keeps its zeros and is cleared only when
+    /// its size changes.
     fn fill(&self, g: &Geometry, xp: &[f32], buf: &mut Vec<f32>) {
-        buf.clear();
-        buf.resize(self.len(g), 0.0);
+        if buf.len() != self.len(g) {
+            buf.clear();
+            buf.resize(self.len(g), 0.0);
+        }
         for ph in 0..g.stride {
+            let (cols, first) = self.cols(g, ph);
             for r in 0..self.rows {
                 let Some(h) = self.source_row(g, r) else { continue };
-                let src = &xp[h * g.width..][..g.width];
-                let dst = &mut buf[(ph * self.rows + r) * self.width..][..self.width];
-                for (j, d) in dst.iter_mut().enumerate() {
-                    if let Some(c) = self.source_col(g, ph, j) {
-                        *d = src[c];
+                let src = &xp[h * g.width + first..];
+                let dst = &mut buf[(ph * self.rows + r) * self.width..][cols.clone()];
+                if g.stride == 1 {
+                    dst.copy_from_slice(&src[..dst.len()]);
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = src[i * g.stride];
                     }
                 }
             }
         }
     }
 
-    /// Gathers a phase-layout gradient back into an input plane (the padding is dropped).
+    /// Adds a phase-layout gradient back into an input plane (the padding is dropped).
     fn gather(&self, g: &Geometry, buf: &[f32], dxp: &mut [f32]) {
         for ph in 0..g.stride {
+            let (cols, first) = self.cols(g, ph);
             for r in 0..self.rows {
                 let Some(h) = self.source_row(g, r) else { continue };
-                let src = &buf[(ph * self.rows + r) * self.width..][..self.width];
-                let dst = &mut dxp[h * g.width..][..g.width];
-                for (j, &v) in src.iter().enumerate() {
-                    if let Some(c) = self.source_col(g, ph, j) {
-                        dst[c] += v;
-                    }
+                let src = &buf[(ph * self.rows + r) * self.width..][cols.clone()];
+                let dst = &mut dxp[h * g.width + first..];
+                for (i, &v) in src.iter().enumerate() {
+                    dst[i * g.stride] += v;
                 }
             }
         }
