@@ -353,3 +353,39 @@ fn train_then_eval_through_the_cli() {
     assert!(err.contains("--ema needs a run directory"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn bench_reports_json_and_rejects_unknown_kernels() {
+    for mode in ["eval", "train"] {
+        let out = effnet(&[
+            "bench",
+            "--variant",
+            "b0",
+            "--batch",
+            "2",
+            "--resolution",
+            "32",
+            "--classes",
+            "10",
+            "--mode",
+            mode,
+            "--warmup",
+            "0",
+            "--runs",
+            "1",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (j["impl"].as_str(), j["mode"].as_str(), j["batch"].as_u64()),
+            (Some("effnet"), Some(mode), Some(2))
+        );
+        assert!(j["images_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(j["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    }
+    let out = effnet(&["bench", "--kernels", "silu", "--runs", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kernels") && err.contains("`silu`") && !err.contains("panicked"), "{err}");
+}
