@@ -84,10 +84,20 @@ impl Phases {
         g.stride * self.rows * self.width
     }
 
-    /// Offset of tap (kh, kw) for output row `oh`.
-    #[inline(always)]
-    fn at(&self, g: &Geometry, oh: usize, kh: usize, kw: usize) -> usize {
-        ((kw % g.stride) * self.rows + oh * g.stride + kh) * self.width + kw / g.stride
+    /// Offsets of the k² taps (row-major) for output row 0; output row `oh` adds
+    /// [`Self::row_step`]·oh. Computed once per call: the divisions by the stride would
+    /// otherwise dominate the inner loops.
+    fn taps(&self, g: &Geometry) -> Vec<usize> {
+        (0..g.kernel * g.kernel)
+            .map(|t| {
+                let (kh, kw) = (t / g.kernel, t % g.kernel);
+                ((kw % g.stride) * self.rows + kh) * self.width + kw / g.stride
+            })
+            .collect()
+    }
+
+    fn row_step(&self, g: &Geometry) -> usize {
+        g.stride * self.width
     }
 
     /// Phase columns `j` of phase `ph` whose input column `j·stride + ph − pad_left` is inside
@@ -152,6 +162,7 @@ const LANES: usize = 8;
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (kk, ip, op, ow) = (g.kernel * g.kernel, g.in_plane(), g.out_plane(), g.out_width);
     let ph = Phases::new(g);
+    let (taps, step) = (ph.taps(g), ph.row_step(g));
     let mut y = vec![0.0f32; g.batch * g.channels * op];
     y.par_chunks_mut(op).with_min_len(g.min_planes()).enumerate().for_each_init(Vec::new, |buf, (p, yp)| {
         ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
@@ -160,13 +171,11 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
             // All k² taps of 8 neighbouring outputs accumulate in registers; one store each.
             for col in (0..ow).step_by(LANES) {
                 let mut acc = [0.0f32; LANES];
-                for kh in 0..g.kernel {
-                    for kw in 0..g.kernel {
-                        let a = wc[kh * g.kernel + kw];
-                        let src = &buf[ph.at(g, oh, kh, kw) + col..][..LANES];
-                        for j in 0..LANES {
-                            acc[j] += a * src[j];
-                        }
+                let base = oh * step + col;
+                for (&a, &t) in wc.iter().zip(&taps) {
+                    let src = &buf[base + t..][..LANES];
+                    for j in 0..LANES {
+                        acc[j] += a * src[j];
                     }
                 }
                 let n = LANES.min(ow - col);
@@ -189,22 +198,24 @@ pub fn backward(
     let (kk, ip, op, ow, planes) =
         (g.kernel * g.kernel, g.in_plane(), g.out_plane(), g.out_width, g.batch * g.channels);
     let ph = Phases::new(g);
+    let (taps, step) = (ph.taps(g), ph.row_step(g));
     let dx = want_dx.then(|| {
         let mut dx = vec![0.0f32; planes * ip];
         dx.par_chunks_mut(ip).with_min_len(g.min_planes()).enumerate().for_each_init(
             Vec::new,
             |buf: &mut Vec<f32>, (p, dxp)| {
-                buf.clear();
-                buf.resize(ph.len(g), 0.0);
+                if buf.len() == ph.len(g) {
+                    buf.fill(0.0);
+                } else {
+                    buf.clear();
+                    buf.resize(ph.len(g), 0.0);
+                }
                 let wc = &w[(p % g.channels) * kk..][..kk];
                 for (oh, dyr) in dy[p * op..(p + 1) * op].chunks_exact(ow).enumerate() {
-                    for kh in 0..g.kernel {
-                        for kw in 0..g.kernel {
-                            let a = wc[kh * g.kernel + kw];
-                            let at = ph.at(g, oh, kh, kw);
-                            for (o, &v) in buf[at..at + ow].iter_mut().zip(dyr) {
-                                *o += a * v;
-                            }
+                    for (&a, &t) in wc.iter().zip(&taps) {
+                        let at = oh * step + t;
+                        for (o, &v) in buf[at..at + ow].iter_mut().zip(dyr) {
+                            *o += a * v;
                         }
                     }
                 }
@@ -219,10 +230,8 @@ pub fn backward(
         partial.par_chunks_mut(kk).with_min_len(g.min_planes()).enumerate().for_each_init(Vec::new, |buf, (p, acc)| {
             ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
             for (oh, dyr) in dy[p * op..(p + 1) * op].chunks_exact(ow).enumerate() {
-                for kh in 0..g.kernel {
-                    for kw in 0..g.kernel {
-                        acc[kh * g.kernel + kw] += dot(dyr, &buf[ph.at(g, oh, kh, kw)..][..ow]);
-                    }
+                for (a, &t) in acc.iter_mut().zip(&taps) {
+                    *a += dot(dyr, &buf[oh * step + t..][..ow]);
                 }
             }
         });
