@@ -87,10 +87,11 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.bn.forward(crate::kernels::conv2d(&self.conv, x));
+        let x = crate::kernels::conv2d(&self.conv, x);
         match self.act {
-            Some(a) => activate(a, x),
-            None => x,
+            Some(Activation::Swish) => self.bn.forward_silu(x),
+            Some(a) => activate(a, self.bn.forward(x)),
+            None => self.bn.forward(x),
         }
     }
 }

@@ -58,6 +58,22 @@ impl BatchNorm {
         }
     }
 
+    /// `silu(self.forward(x))`, fused into one pass in inference on the Flex fast path.
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.training.is_enabled() && x.device().is_autodiff() || !crate::kernels::fuses_batch_norm_silu(&x) {
+            return crate::kernels::silu(self.forward(x));
+        }
+        let device = x.device();
+        crate::kernels::batch_norm_silu_inference(
+            x,
+            self.gamma.val(),
+            self.beta.val(),
+            self.running_mean.value().to_device(&device),
+            self.running_var.value().to_device(&device),
+            self.epsilon,
+        )
+    }
+
     fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
         let device = x.device();
         let [n, _, h, w] = x.dims();

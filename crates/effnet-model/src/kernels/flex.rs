@@ -32,8 +32,9 @@ pub trait EffnetKernels: Backend {
     ) -> FloatTensor<Self>;
     /// 1×1 convolution of `[n, c_in, h, w]` by `[c_out, c_in, 1, 1]`, no bias, stride 1.
     fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Inference BatchNorm `(x − mean)·γ/√(var + ε) + β` in one pass (in place when possible).
-    /// Not differentiable: effnet routes only non-autodiff tensors here.
+    /// Inference BatchNorm `(x − mean)·γ/√(var + ε) + β` in one pass (in place when possible),
+    /// followed by SiLU when `silu`. Not differentiable: effnet routes only non-autodiff
+    /// tensors here.
     fn bn_inference(
         x: FloatTensor<Self>,
         mean: FloatTensor<Self>,
@@ -41,6 +42,7 @@ pub trait EffnetKernels: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        silu: bool,
     ) -> FloatTensor<Self>;
     /// Batch mean (row 0) and biased variance (row 1) per channel of `[n, c, h, w]`, as `[2, c]`;
     /// a constant for autodiff (the gradient flows through [`Self::bn_normalize`]).
@@ -164,6 +166,7 @@ impl EffnetKernels for Flex {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        silu: bool,
     ) -> FloatTensor<Self> {
         let mut x = contiguous(x);
         let d = bn_dims(&x);
@@ -172,11 +175,14 @@ impl EffnetKernels for Flex {
         if let Some((start, end)) = x.layout().contiguous_offsets()
             && let Some(buf) = x.try_storage_mut::<f32>()
         {
-            batchnorm::normalize_in_place(&d, &mut buf[start..end], &a, &b);
+            batchnorm::normalize_in_place(&d, &mut buf[start..end], &a, &b, silu);
             return x;
         }
-        let shape = x.layout().shape().clone();
-        new_tensor(batchnorm::normalize(&d, slice(&x), &a, &b), shape)
+        let mut out = batchnorm::normalize(&d, slice(&x), &a, &b);
+        if silu {
+            simd::silu_in_place(&mut out);
+        }
+        new_tensor(out, x.layout().shape().clone())
     }
 
     fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -332,6 +338,7 @@ impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
         _gamma: FloatTensor<Self>,
         _beta: FloatTensor<Self>,
         _eps: f64,
+        _silu: bool,
     ) -> FloatTensor<Self> {
         unreachable!("effnet's kernels::batch_norm_inference sends autodiff tensors to burn's op")
     }

@@ -237,6 +237,36 @@ pub fn batch_norm_inference(
     if !use_kernel(Kernel::BatchNorm, &x) || x.device().is_autodiff() {
         return burn::tensor::module::batch_norm(x, gamma, beta, mean, var, epsilon);
     }
+    bn_inference(x, gamma, beta, mean, var, epsilon, false)
+}
+
+/// Whether [`batch_norm_silu_inference`] applies to `x`: both kernels on, Flex f32, no autodiff.
+pub fn fuses_batch_norm_silu(x: &Tensor<4>) -> bool {
+    use_kernel(Kernel::BatchNorm, x) && is_enabled(Kernel::Activation) && !x.device().is_autodiff()
+}
+
+/// `silu(batch_norm(x))` in inference as one pass over memory (check
+/// [`fuses_batch_norm_silu`] first).
+pub fn batch_norm_silu_inference(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<4> {
+    bn_inference(x, gamma, beta, mean, var, epsilon, true)
+}
+
+fn bn_inference(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    epsilon: f64,
+    silu: bool,
+) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as EffnetKernels>::bn_inference(
         x.into_dispatch(),
         mean.into_dispatch(),
@@ -244,5 +274,6 @@ pub fn batch_norm_inference(
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
+        silu,
     ))
 }
