@@ -43,9 +43,17 @@ pub struct ModelArgs {
     /// Number of classes; default: the checkpoint's classifier.
     #[arg(long)]
     pub num_classes: Option<usize>,
+    #[command(flatten)]
+    pub runtime: crate::runtime_args::RuntimeArgs,
 }
 
 impl ModelArgs {
+    /// The device to run on: `--backend`/`--devices` over the `--config`'s `[runtime]` (flex by
+    /// default); the first device when several are named.
+    pub fn device(&self) -> Result<Device> {
+        self.runtime.device(self.config.as_deref())
+    }
+
     /// Resolves the architecture and loads the weights, reporting what was decided on stderr.
     pub fn load(&self, device: &Device) -> Result<(Architecture, EfficientNet, LoadReport)> {
         // One look at the file's tensor table decides the layout and the class count.

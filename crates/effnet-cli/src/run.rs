@@ -13,7 +13,7 @@ const IMAGENET_CLASSES: &str = include_str!("../assets/imagenet_classes.txt");
 
 /// `effnet forward`: eval-mode logits of a float32 NCHW `.npy` batch.
 pub fn forward(model_args: &ModelArgs, input: &Path, output: &Path) -> Result<()> {
-    let device = Device::flex();
+    let device = model_args.device()?;
     let (shape, data) = npy::read_f32(input)?;
     if shape.len() != 4 {
         bail!("{}: shape {shape:?}; expected a 4-D NCHW batch", input.display());
@@ -56,6 +56,8 @@ struct ImageResult {
 
 /// `effnet predict`: top-K classes of each image.
 pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions) -> Result<()> {
+    // A backend this binary lacks is reported before anything else.
+    let device = model_args.device()?;
     if images.is_empty() {
         bail!("no images given");
     }
@@ -66,7 +68,6 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
     if let Some(missing) = images.iter().find(|p| !p.is_file()) {
         bail!("{}: no such image file", missing.display());
     }
-    let device = Device::flex();
     let (arch, model, _) = model_args.load(&device)?;
     // Lite weights were trained on (x − 127) / 128; everything else on ImageNet statistics.
     let (mean, std) =

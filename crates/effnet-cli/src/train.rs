@@ -1,14 +1,16 @@
 //! `effnet train` and `effnet eval`.
 
+use crate::runtime_args::RuntimeArgs;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use effnet_train::evaluate::evaluate_net;
 use effnet_train::trainer::{ConfigSource, device_for, train};
 use std::path::{Path, PathBuf};
 
-/// `effnet train --config FILE [--run-dir DIR] [--resume]`.
-pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool) -> Result<()> {
-    let src = ConfigSource::load(config)?;
+/// `effnet train --config FILE [--run-dir DIR] [--resume] [--backend B] [--devices 0,1]`.
+pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool, runtime: &RuntimeArgs) -> Result<()> {
+    let mut src = ConfigSource::load(config)?;
+    runtime.apply(&mut src.config, config)?;
     let run_dir = run_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&src.config.runtime.run_dir));
     let summary = train(&src, &run_dir, resume)?;
     println!(
@@ -25,9 +27,11 @@ pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool) -> Result<
     Ok(())
 }
 
-/// `effnet eval --config FILE --checkpoint FILE|RUN_DIR [--ema] [--json]`: the test split.
-pub fn run_eval(config: &Path, checkpoint: &Path, ema: bool, json: bool) -> Result<()> {
-    let src = ConfigSource::load(config)?;
+/// `effnet eval --config FILE --checkpoint FILE|RUN_DIR [--ema] [--json] [--backend B]
+/// [--devices N]`: the test split, on the first device.
+pub fn run_eval(config: &Path, checkpoint: &Path, ema: bool, json: bool, runtime: &RuntimeArgs) -> Result<()> {
+    let mut src = ConfigSource::load(config)?;
+    runtime.apply(&mut src.config, config)?;
     let cfg = &src.config;
     let weights = if checkpoint.is_dir() {
         checkpoint.join(if ema { "ema.bpk" } else { "latest.bpk" })

@@ -318,9 +318,14 @@ fn train_then_eval_through_the_cli() {
     )
     .unwrap();
     let run = dir.join("run");
-    let o = effnet(&["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()]);
+    // Data-parallel over two flex devices, chosen on the command line.
+    let o =
+        effnet(&["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--devices", "0,1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("done: 1 epochs"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("data-parallel on 2 flex devices"), "{}", stderr(&o));
+    let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(resolved.contains("devices = [\n    0,\n    1,\n]") || resolved.contains("devices = [0, 1]"), "{resolved}");
     let o = effnet(&["eval", "--config", cfg.to_str().unwrap(), "--checkpoint", run.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -351,5 +356,61 @@ fn train_then_eval_through_the_cli() {
         "--ema",
     ]));
     assert!(err.contains("--ema needs a run directory"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn backend_and_devices_flags_are_checked_cleanly() {
+    let dir = tmp_dir("backend");
+    let cfg = dir.join("b.toml");
+    std::fs::write(&cfg, "[train]\nbatch_size = 128\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // Not a backend at all: clap's usage error (exit 2) lists the choices.
+    let o = effnet(&["eval", "--config", cfg, "--checkpoint", cfg, "--backend", "metal"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown backend \"metal\": expected one of flex, ndarray, wgpu, vulkan, cuda"));
+    // Three devices do not divide the global batch of 128.
+    let err = assert_clean_failure(&effnet(&["train", "--config", cfg, "--devices", "0,1,2"]));
+    assert!(
+        err.contains("key `train.batch_size`: invalid value 128: must be divisible by the 3 devices")
+            && err.contains("--devices"),
+        "{err}"
+    );
+    let err = assert_clean_failure(&effnet(&["train", "--config", cfg, "--devices", "0,0"]));
+    assert!(err.contains("device 0 is listed twice"), "{err}");
+    let o = effnet(&["train", "--config", cfg, "--devices", "0,x"]);
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// CUDA cannot be built without network access; the error names the backend and the feature.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_backend_that_was_not_compiled_in_is_a_clean_error() {
+    let dir = tmp_dir("no-cuda");
+    let cfg = dir.join("b.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let want = "--backend cuda: this effnet was built without the `cuda` feature; rebuild with `cargo build --release --features cuda`";
+    for args in [
+        vec!["train", "--config", cfg.to_str().unwrap(), "--backend", "cuda"],
+        vec!["eval", "--config", cfg.to_str().unwrap(), "--checkpoint", cfg.to_str().unwrap(), "--backend", "cuda"],
+        vec![
+            "forward",
+            "--variant",
+            "b0",
+            "--weights",
+            "w.pth",
+            "--input",
+            "x.npy",
+            "--output",
+            "y.npy",
+            "--backend",
+            "cuda",
+        ],
+        vec!["predict", "--variant", "b0", "--weights", "w.pth", "--backend", "cuda", "cat.jpg"],
+    ] {
+        let err = assert_clean_failure(&effnet(&args));
+        assert_eq!(err.trim(), format!("error: {want}"), "{args:?}");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

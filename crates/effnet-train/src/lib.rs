@@ -5,6 +5,7 @@
 //! evaluation preprocessing.
 
 pub mod data;
+pub mod devices;
 pub mod ema;
 pub mod evaluate;
 pub mod learner;
