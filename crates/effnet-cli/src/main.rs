@@ -53,6 +53,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         runtime: runtime_args::RuntimeArgs,
+        #[command(flatten)]
+        precision: runtime_args::PrecisionArg,
     },
     /// Print width, depth, resolution, dropout, parameters and MACs of the variants.
     Info {
@@ -188,8 +190,8 @@ fn main() -> ExitCode {
         Command::Train { config, run_dir, resume, runtime } => {
             train::run_train(&config, run_dir.as_deref(), resume, &runtime)
         }
-        Command::Eval { config, checkpoint, ema, json, runtime } => {
-            train::run_eval(&config, &checkpoint, ema, json, &runtime)
+        Command::Eval { config, checkpoint, ema, json, runtime, precision } => {
+            train::run_eval(&config, &checkpoint, ema, json, &runtime, &precision)
         }
         Command::Data { command: DataCommand::Check { source, json, decode } } => {
             data::check(&source.source(), json, decode)

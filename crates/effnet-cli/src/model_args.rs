@@ -45,6 +45,8 @@ pub struct ModelArgs {
     pub num_classes: Option<usize>,
     #[command(flatten)]
     pub runtime: crate::runtime_args::RuntimeArgs,
+    #[command(flatten)]
+    pub precision: crate::runtime_args::PrecisionArg,
 }
 
 impl ModelArgs {
@@ -52,6 +54,15 @@ impl ModelArgs {
     /// default); the first device when several are named.
     pub fn device(&self) -> Result<Device> {
         self.runtime.device(self.config.as_deref())
+    }
+
+    /// `--precision`, else the `--config`'s `[runtime] precision`, else f32.
+    pub fn precision(&self) -> Result<effnet_config::Precision> {
+        let cfg = match (&self.precision.precision, &self.config) {
+            (None, Some(path)) => Some(EffnetConfig::load(path)?),
+            _ => None,
+        };
+        Ok(self.precision.resolve(cfg.as_ref()))
     }
 
     /// Resolves the architecture and loads the weights, reporting what was decided on stderr.

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, anyhow, bail};
 use burn::prelude::Device;
-use effnet_config::{BackendKind, EffnetConfig, RuntimeConfig, parse_device_list};
+use effnet_config::{BackendKind, EffnetConfig, Precision, RuntimeConfig, parse_device_list};
 use effnet_train::devices::{compiled_in, devices_for, missing_feature_message};
 use std::path::Path;
 
@@ -68,5 +68,21 @@ impl RuntimeArgs {
             None => anyhow!("{}: {}", e.key, e.reason),
         })?;
         Ok(devices.swap_remove(0))
+    }
+}
+
+/// `--precision` of the inference commands.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PrecisionArg {
+    /// Inference precision: f32, bf16 or f16 (overrides [runtime] precision). The weights and
+    /// inputs are cast; logits are read back as f32.
+    #[arg(long, value_parser = |s: &str| s.parse::<Precision>())]
+    pub precision: Option<Precision>,
+}
+
+impl PrecisionArg {
+    /// The flag, else `[runtime] precision` of `config` (if any), else f32.
+    pub fn resolve(&self, config: Option<&EffnetConfig>) -> Precision {
+        self.precision.or(config.map(|c| c.runtime.precision)).unwrap_or(Precision::F32)
     }
 }

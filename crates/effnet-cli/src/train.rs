@@ -1,9 +1,8 @@
 //! `effnet train` and `effnet eval`.
 
-use crate::runtime_args::RuntimeArgs;
+use crate::runtime_args::{PrecisionArg, RuntimeArgs};
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use effnet_train::evaluate::evaluate_net;
+use effnet_train::evaluate::evaluate_net_at;
 use effnet_train::trainer::{ConfigSource, device_for, train};
 use std::path::{Path, PathBuf};
 
@@ -28,8 +27,15 @@ pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool, runtime: &
 }
 
 /// `effnet eval --config FILE --checkpoint FILE|RUN_DIR [--ema] [--json] [--backend B]
-/// [--devices N]`: the test split, on the first device.
-pub fn run_eval(config: &Path, checkpoint: &Path, ema: bool, json: bool, runtime: &RuntimeArgs) -> Result<()> {
+/// [--devices N] [--precision P]`: the test split, on the first device.
+pub fn run_eval(
+    config: &Path,
+    checkpoint: &Path,
+    ema: bool,
+    json: bool,
+    runtime: &RuntimeArgs,
+    precision: &PrecisionArg,
+) -> Result<()> {
     let mut src = ConfigSource::load(config)?;
     runtime.apply(&mut src.config, config)?;
     let cfg = &src.config;
@@ -50,10 +56,11 @@ pub fn run_eval(config: &Path, checkpoint: &Path, ema: bool, json: bool, runtime
     let ds = effnet_train::data::open_dataset(&cfg.data, &src.base_dir())?;
     let split = ds.test();
     let size = cfg.data.image_size.unwrap_or(arch.resolution);
-    let m = evaluate_net(&net.valid(), split, &cfg.data, size, cfg.train.batch_size, &device);
+    let precision = precision.resolve(Some(cfg));
+    let m = evaluate_net_at(&net, split, &cfg.data, size, cfg.train.batch_size, &device, precision);
     if json {
         let out = serde_json::json!({
-            "checkpoint": weights, "split": split.name, "images": m.images,
+            "checkpoint": weights, "split": split.name, "images": m.images, "precision": precision.name(),
             "loss": m.loss, "top1": m.top1, "top5": m.top5,
         });
         println!("{}", serde_json::to_string_pretty(&out).context("json")?);

@@ -147,6 +147,35 @@ fn forward_reproduces_pytorch_logits() {
     let (_, want) = read_npy(&fx.join("logits.npy"));
     let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d <= 1e-4, "max |Δ| = {d:e}");
+
+    // The same in f16 (--precision): half precision's rounding, the same ranking.
+    let o = effnet(&[
+        "forward",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--padding",
+        "symmetric",
+        "--bn-eps",
+        "1e-5",
+        "--precision",
+        "f16",
+        "--input",
+        fx.join("input.npy").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, half) = read_npy(&out);
+    let d = half.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let scale = want.iter().map(|x| x.abs()).fold(0.0, f32::max);
+    eprintln!("f16 logits: max |Δ| = {d:e} (max |logit| {scale})");
+    assert!(d <= 2e-2 * scale.max(1.0), "f16 max |Δ| = {d:e}");
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    for (h, w) in half.chunks(10).zip(want.chunks(10)) {
+        assert_eq!(argmax(h), argmax(w));
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -337,6 +366,22 @@ fn train_then_eval_through_the_cli() {
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     // (summary.json holds metrics.csv's six decimals.)
     assert!((summary["final"]["val_top1"].as_f64().unwrap() - top1).abs() < 1e-6);
+    assert_eq!(v["precision"], "f32");
+    // bf16 inference: weights and inputs cast, the same accuracy within 2 points.
+    let o = effnet(&[
+        "eval",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--json",
+        "--precision",
+        "bf16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(b["precision"], "bf16");
+    assert!((b["top1"].as_f64().unwrap() - top1).abs() <= 0.02, "bf16 {} vs f32 {top1}", b["top1"]);
     // Resuming a finished run and --ema on a file are clean errors.
     let err = assert_clean_failure(&effnet(&[
         "train",

@@ -547,13 +547,47 @@ pub fn parse_device_list(s: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-/// Numeric precision.
+/// Numeric precision (bf16/f16: inference only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
+    /// 32-bit floats (default; the only precision for training).
     F32,
+    /// bfloat16 weights and activations (inference).
     Bf16,
+    /// IEEE half precision weights and activations (inference).
     F16,
+}
+
+impl Precision {
+    /// Every precision.
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::F16];
+
+    /// The name used in TOML and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown precision {s:?}: expected one of f32, bf16, f16"))
+    }
 }
 
 /// `[runtime]`.

@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod learner;
 pub mod optim;
 pub mod plot;
+pub mod precision;
 pub mod preprocess;
 pub mod progress;
 pub mod regularization;

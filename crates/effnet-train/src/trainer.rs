@@ -151,6 +151,7 @@ pub fn train_with(
     prepare: &dyn Fn(EfficientNet) -> EfficientNet,
 ) -> Result<Summary, TrainError> {
     let cfg = &src.config;
+    crate::precision::check_training_precision(cfg.runtime.precision).map_err(|e| src.invalid(e))?;
     let start_epoch = if resume {
         match latest_checkpoint(run_dir) {
             Some(e) => e,
