@@ -197,3 +197,24 @@ fn two_flex_devices_follow_the_one_device_loss_curve_with_per_replica_batchnorm(
     assert!((lr - 0.016 * 0.9).abs() < 1e-6, "{lr}");
     assert!(runs.summaries[1].ema.as_ref().is_some_and(|m| m.val_top1 > 0.0));
 }
+
+#[test]
+fn a_resumed_two_device_run_matches_an_uninterrupted_one() {
+    // Two flex workers add their two gradients (and average their two running-statistics
+    // updates) in either order to the same result, so a two-device run is deterministic.
+    let optim = "name = \"rmsprop-tf\"\nlr = 0.016";
+    let whole = tmp("resume-whole");
+    train_with(&tiny(2, "[0, 1]", optim, None), &whole, false, &|net| net).unwrap();
+    let parts = tmp("resume-parts");
+    train_with(&tiny(1, "[0, 1]", optim, None), &parts, false, &|net| net).unwrap();
+    train_with(&tiny(2, "[0, 1]", optim, None), &parts, true, &|net| net).unwrap();
+    for split in ["train", "valid"] {
+        let (a, b) = (rows(&whole, split), rows(&parts, split));
+        assert_eq!(b.len(), 2, "{b:?}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x.loss - y.loss).abs() < 1e-5 && x.lr == y.lr, "{split}: {x:?} vs {y:?}");
+        }
+    }
+    std::fs::remove_dir_all(&whole).unwrap();
+    std::fs::remove_dir_all(&parts).unwrap();
+}
