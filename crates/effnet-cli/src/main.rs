@@ -6,6 +6,7 @@ mod info;
 mod model_args;
 mod npy;
 mod run;
+mod runtime_args;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Command {
         /// Continue from the run directory's latest complete checkpoint.
         #[arg(long)]
         resume: bool,
+        #[command(flatten)]
+        runtime: runtime_args::RuntimeArgs,
     },
     /// Evaluate a checkpoint on the dataset's test split: loss, top-1, top-5.
     Eval {
@@ -49,6 +52,10 @@ enum Command {
         ema: bool,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        runtime: runtime_args::RuntimeArgs,
+        #[command(flatten)]
+        precision: runtime_args::PrecisionArg,
     },
     /// Print width, depth, resolution, dropout, parameters and MACs of the variants.
     Info {
@@ -187,8 +194,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { variant, config, json } => info::run_info(variant.as_deref(), config.as_deref(), json),
         Command::Config { command: ConfigCommand::Check { file, json } } => info::run_config_check(&file, json),
-        Command::Train { config, run_dir, resume } => train::run_train(&config, run_dir.as_deref(), resume),
-        Command::Eval { config, checkpoint, ema, json } => train::run_eval(&config, &checkpoint, ema, json),
+        Command::Train { config, run_dir, resume, runtime } => {
+            train::run_train(&config, run_dir.as_deref(), resume, &runtime)
+        }
+        Command::Eval { config, checkpoint, ema, json, runtime, precision } => {
+            train::run_eval(&config, &checkpoint, ema, json, &runtime, &precision)
+        }
         Command::Data { command: DataCommand::Check { source, json, decode } } => {
             data::check(&source.source(), json, decode)
         }

@@ -43,9 +43,28 @@ pub struct ModelArgs {
     /// Number of classes; default: the checkpoint's classifier.
     #[arg(long)]
     pub num_classes: Option<usize>,
+    #[command(flatten)]
+    pub runtime: crate::runtime_args::RuntimeArgs,
+    #[command(flatten)]
+    pub precision: crate::runtime_args::PrecisionArg,
 }
 
 impl ModelArgs {
+    /// The device to run on: `--backend`/`--devices` over the `--config`'s `[runtime]` (flex by
+    /// default); the first device when several are named.
+    pub fn device(&self) -> Result<Device> {
+        self.runtime.device(self.config.as_deref())
+    }
+
+    /// `--precision`, else the `--config`'s `[runtime] precision`, else f32.
+    pub fn precision(&self) -> Result<effnet_config::Precision> {
+        let cfg = match (&self.precision.precision, &self.config) {
+            (None, Some(path)) => Some(EffnetConfig::load(path)?),
+            _ => None,
+        };
+        Ok(self.precision.resolve(cfg.as_ref()))
+    }
+
     /// Resolves the architecture and loads the weights, reporting what was decided on stderr.
     pub fn load(&self, device: &Device) -> Result<(Architecture, EfficientNet, LoadReport)> {
         // One look at the file's tensor table decides the layout and the class count.

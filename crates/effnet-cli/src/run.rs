@@ -4,7 +4,9 @@ use crate::model_args::ModelArgs;
 use crate::npy;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use effnet_config::{Activation, Interpolation};
+use effnet_train::precision::{cast_input, cast_module};
 use effnet_train::preprocess::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ const IMAGENET_CLASSES: &str = include_str!("../assets/imagenet_classes.txt");
 
 /// `effnet forward`: eval-mode logits of a float32 NCHW `.npy` batch.
 pub fn forward(model_args: &ModelArgs, input: &Path, output: &Path) -> Result<()> {
-    let device = Device::flex();
+    let device = model_args.device()?;
     let (shape, data) = npy::read_f32(input)?;
     if shape.len() != 4 {
         bail!("{}: shape {shape:?}; expected a 4-D NCHW batch", input.display());
@@ -22,8 +24,9 @@ pub fn forward(model_args: &ModelArgs, input: &Path, output: &Path) -> Result<()
     if shape[1] != model.stem.conv.weight.dims()[1] {
         bail!("{}: {} channels; the model takes {}", input.display(), shape[1], model.stem.conv.weight.dims()[1]);
     }
+    let precision = model_args.precision()?;
     let x = Tensor::<4>::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), &device);
-    let logits = model.valid().forward(x);
+    let logits = cast_module(model.valid(), precision).forward(cast_input(x, precision)).cast(FloatDType::F32);
     let dims = logits.dims();
     let values = logits.into_data().convert::<f32>().try_into_vec::<f32>().context("reading logits")?;
     npy::write_f32(output, &dims, &values)?;
@@ -56,6 +59,8 @@ struct ImageResult {
 
 /// `effnet predict`: top-K classes of each image.
 pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions) -> Result<()> {
+    // A backend this binary lacks is reported before anything else.
+    let device = model_args.device()?;
     if images.is_empty() {
         bail!("no images given");
     }
@@ -66,7 +71,6 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
     if let Some(missing) = images.iter().find(|p| !p.is_file()) {
         bail!("{}: no such image file", missing.display());
     }
-    let device = Device::flex();
     let (arch, model, _) = model_args.load(&device)?;
     // Lite weights were trained on (x − 127) / 128; everything else on ImageNet statistics.
     let (mean, std) =
@@ -85,7 +89,9 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
     }
     let n = images.len();
     let x = Tensor::<4>::from_data(TensorData::new(batch, [n, 3, transform.size, transform.size]), &device);
-    let probs = burn::tensor::activation::softmax(model.valid().forward(x), 1);
+    let precision = model_args.precision()?;
+    let logits = cast_module(model.valid(), precision).forward(cast_input(x, precision)).cast(FloatDType::F32);
+    let probs = burn::tensor::activation::softmax(logits, 1);
     let classes = probs.dims()[1];
     let probs = probs.into_data().convert::<f32>().try_into_vec::<f32>().context("reading probabilities")?;
     let labels: Vec<&str> = IMAGENET_CLASSES.lines().collect();

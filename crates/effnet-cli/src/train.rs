@@ -1,14 +1,15 @@
 //! `effnet train` and `effnet eval`.
 
+use crate::runtime_args::{PrecisionArg, RuntimeArgs};
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use effnet_train::evaluate::evaluate_net;
+use effnet_train::evaluate::evaluate_net_at;
 use effnet_train::trainer::{ConfigSource, device_for, train};
 use std::path::{Path, PathBuf};
 
-/// `effnet train --config FILE [--run-dir DIR] [--resume]`.
-pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool) -> Result<()> {
-    let src = ConfigSource::load(config)?;
+/// `effnet train --config FILE [--run-dir DIR] [--resume] [--backend B] [--devices 0,1]`.
+pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool, runtime: &RuntimeArgs) -> Result<()> {
+    let mut src = ConfigSource::load(config)?;
+    runtime.apply(&mut src.config, config)?;
     let run_dir = run_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&src.config.runtime.run_dir));
     let summary = train(&src, &run_dir, resume)?;
     println!(
@@ -25,9 +26,18 @@ pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool) -> Result<
     Ok(())
 }
 
-/// `effnet eval --config FILE --checkpoint FILE|RUN_DIR [--ema] [--json]`: the test split.
-pub fn run_eval(config: &Path, checkpoint: &Path, ema: bool, json: bool) -> Result<()> {
-    let src = ConfigSource::load(config)?;
+/// `effnet eval --config FILE --checkpoint FILE|RUN_DIR [--ema] [--json] [--backend B]
+/// [--devices N] [--precision P]`: the test split, on the first device.
+pub fn run_eval(
+    config: &Path,
+    checkpoint: &Path,
+    ema: bool,
+    json: bool,
+    runtime: &RuntimeArgs,
+    precision: &PrecisionArg,
+) -> Result<()> {
+    let mut src = ConfigSource::load(config)?;
+    runtime.apply(&mut src.config, config)?;
     let cfg = &src.config;
     let weights = if checkpoint.is_dir() {
         checkpoint.join(if ema { "ema.bpk" } else { "latest.bpk" })
@@ -46,10 +56,11 @@ pub fn run_eval(config: &Path, checkpoint: &Path, ema: bool, json: bool) -> Resu
     let ds = effnet_train::data::open_dataset(&cfg.data, &src.base_dir())?;
     let split = ds.test();
     let size = cfg.data.image_size.unwrap_or(arch.resolution);
-    let m = evaluate_net(&net.valid(), split, &cfg.data, size, cfg.train.batch_size, &device);
+    let precision = precision.resolve(Some(cfg));
+    let m = evaluate_net_at(&net, split, &cfg.data, size, cfg.train.batch_size, &device, precision);
     if json {
         let out = serde_json::json!({
-            "checkpoint": weights, "split": split.name, "images": m.images,
+            "checkpoint": weights, "split": split.name, "images": m.images, "precision": precision.name(),
             "loss": m.loss, "top1": m.top1, "top5": m.top5,
         });
         println!("{}", serde_json::to_string_pretty(&out).context("json")?);

@@ -147,6 +147,35 @@ fn forward_reproduces_pytorch_logits() {
     let (_, want) = read_npy(&fx.join("logits.npy"));
     let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d <= 1e-4, "max |Δ| = {d:e}");
+
+    // The same in f16 (--precision): half precision's rounding, the same ranking.
+    let o = effnet(&[
+        "forward",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--padding",
+        "symmetric",
+        "--bn-eps",
+        "1e-5",
+        "--precision",
+        "f16",
+        "--input",
+        fx.join("input.npy").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, half) = read_npy(&out);
+    let d = half.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let scale = want.iter().map(|x| x.abs()).fold(0.0, f32::max);
+    eprintln!("f16 logits: max |Δ| = {d:e} (max |logit| {scale})");
+    assert!(d <= 2e-2 * scale.max(1.0), "f16 max |Δ| = {d:e}");
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    for (h, w) in half.chunks(10).zip(want.chunks(10)) {
+        assert_eq!(argmax(h), argmax(w));
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -318,9 +347,14 @@ fn train_then_eval_through_the_cli() {
     )
     .unwrap();
     let run = dir.join("run");
-    let o = effnet(&["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()]);
+    // Data-parallel over two flex devices, chosen on the command line.
+    let o =
+        effnet(&["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--devices", "0,1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("done: 1 epochs"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("data-parallel on 2 flex devices"), "{}", stderr(&o));
+    let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(resolved.contains("devices = [\n    0,\n    1,\n]") || resolved.contains("devices = [0, 1]"), "{resolved}");
     let o = effnet(&["eval", "--config", cfg.to_str().unwrap(), "--checkpoint", run.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -332,6 +366,22 @@ fn train_then_eval_through_the_cli() {
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     // (summary.json holds metrics.csv's six decimals.)
     assert!((summary["final"]["val_top1"].as_f64().unwrap() - top1).abs() < 1e-6);
+    assert_eq!(v["precision"], "f32");
+    // bf16 inference: weights and inputs cast, the same accuracy within 2 points.
+    let o = effnet(&[
+        "eval",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--json",
+        "--precision",
+        "bf16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(b["precision"], "bf16");
+    assert!((b["top1"].as_f64().unwrap() - top1).abs() <= 0.02, "bf16 {} vs f32 {top1}", b["top1"]);
     // Resuming a finished run and --ema on a file are clean errors.
     let err = assert_clean_failure(&effnet(&[
         "train",
@@ -388,4 +438,60 @@ fn bench_reports_json_and_rejects_unknown_kernels() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--kernels") && err.contains("`silu`") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn backend_and_devices_flags_are_checked_cleanly() {
+    let dir = tmp_dir("backend");
+    let cfg = dir.join("b.toml");
+    std::fs::write(&cfg, "[train]\nbatch_size = 128\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // Not a backend at all: clap's usage error (exit 2) lists the choices.
+    let o = effnet(&["eval", "--config", cfg, "--checkpoint", cfg, "--backend", "metal"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown backend \"metal\": expected one of flex, ndarray, wgpu, vulkan, cuda"));
+    // Three devices do not divide the global batch of 128.
+    let err = assert_clean_failure(&effnet(&["train", "--config", cfg, "--devices", "0,1,2"]));
+    assert!(
+        err.contains("key `train.batch_size`: invalid value 128: must be divisible by the 3 devices")
+            && err.contains("--devices"),
+        "{err}"
+    );
+    let err = assert_clean_failure(&effnet(&["train", "--config", cfg, "--devices", "0,0"]));
+    assert!(err.contains("device 0 is listed twice"), "{err}");
+    let o = effnet(&["train", "--config", cfg, "--devices", "0,x"]);
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// CUDA cannot be built without network access; the error names the backend and the feature.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_backend_that_was_not_compiled_in_is_a_clean_error() {
+    let dir = tmp_dir("no-cuda");
+    let cfg = dir.join("b.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let want = "--backend cuda: this effnet was built without the `cuda` feature; rebuild with `cargo build --release --features cuda`";
+    for args in [
+        vec!["train", "--config", cfg.to_str().unwrap(), "--backend", "cuda"],
+        vec!["eval", "--config", cfg.to_str().unwrap(), "--checkpoint", cfg.to_str().unwrap(), "--backend", "cuda"],
+        vec![
+            "forward",
+            "--variant",
+            "b0",
+            "--weights",
+            "w.pth",
+            "--input",
+            "x.npy",
+            "--output",
+            "y.npy",
+            "--backend",
+            "cuda",
+        ],
+        vec!["predict", "--variant", "b0", "--weights", "w.pth", "--backend", "cuda", "cat.jpg"],
+    ] {
+        let err = assert_clean_failure(&effnet(&args));
+        assert_eq!(err.trim(), format!("error: {want}"), "{args:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }

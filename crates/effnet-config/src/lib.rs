@@ -18,5 +18,6 @@ pub use scaling::{CompoundCoefficients, Scaling, round_filters, round_repeats};
 pub use schema::{
     AugmentConfig, BackendKind, DataConfig, DatasetKind, EffnetConfig, Interpolation, LabelKind, ModelConfig,
     OptimConfig, OptimizerKind, Precision, RuntimeConfig, ScheduleConfig, ScheduleKind, TrainConfig, VariantChoice,
+    parse_device_list,
 };
 pub use variant::{Family, Variant, VariantParams};

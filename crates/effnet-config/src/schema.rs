@@ -370,7 +370,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub seed: u64,
     pub label_smoothing: f64,
-    /// Steps of gradient accumulation per optimizer step.
+    /// Steps of gradient accumulation per optimizer step (their gradients are averaged).
     pub grad_accumulation: usize,
     /// Clip each gradient's L2 norm (unset = off).
     pub grad_clip_norm: Option<f64>,
@@ -494,19 +494,100 @@ impl Default for ScheduleConfig {
 pub enum BackendKind {
     /// burn's flex CPU backend (default).
     Flex,
+    /// burn's ndarray CPU backend (cargo feature `ndarray`).
     Ndarray,
+    /// wgpu on the best adapter (cargo feature `wgpu`).
     Wgpu,
+    /// wgpu pinned to Vulkan (cargo feature `vulkan`).
     Vulkan,
+    /// CUDA (cargo feature `cuda`).
     Cuda,
 }
 
-/// Numeric precision.
+impl BackendKind {
+    /// Every backend, in the order they are listed to users.
+    pub const ALL: [BackendKind; 5] =
+        [BackendKind::Flex, BackendKind::Ndarray, BackendKind::Wgpu, BackendKind::Vulkan, BackendKind::Cuda];
+
+    /// The name used in TOML, on the command line and as the cargo feature.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Vulkan => "vulkan",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown backend {s:?}: expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// Parses a device list as given on the command line: `0` or `0,1,2`.
+pub fn parse_device_list(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|x| {
+            x.trim().parse::<usize>().map_err(|_| format!("{s:?}: expected comma-separated device indices such as 0,1"))
+        })
+        .collect()
+}
+
+/// Numeric precision (bf16/f16: inference only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
+    /// 32-bit floats (default; the only precision for training).
     F32,
+    /// bfloat16 weights and activations (inference).
     Bf16,
+    /// IEEE half precision weights and activations (inference).
     F16,
+}
+
+impl Precision {
+    /// Every precision.
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::F16];
+
+    /// The name used in TOML and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown precision {s:?}: expected one of f32, bf16, f16"))
+    }
 }
 
 /// `[runtime]`.
@@ -514,7 +595,8 @@ pub enum Precision {
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     pub backend: BackendKind,
-    /// Device indices for data-parallel training (one entry = one device).
+    /// Device indices for data-parallel training (one entry = one device; the first is the
+    /// main device). Inference uses the first.
     pub devices: Vec<usize>,
     pub precision: Precision,
     /// Directory for the run's outputs.
@@ -630,6 +712,15 @@ impl EffnetConfig {
         if r.devices.is_empty() {
             return Err(Invalid::new("runtime.devices", "[]", "needs at least one device"));
         }
+        for (i, d) in r.devices.iter().enumerate() {
+            if r.devices[..i].contains(d) {
+                return Err(Invalid::new(
+                    "runtime.devices",
+                    format!("{:?}", r.devices),
+                    format!("device {d} is listed twice"),
+                ));
+            }
+        }
         if !t.batch_size.is_multiple_of(r.devices.len()) {
             return Err(Invalid::new(
                 "train.batch_size",
@@ -737,6 +828,19 @@ mod tests {
     }
 
     #[test]
+    fn backend_names_and_device_lists_parse() {
+        for b in BackendKind::ALL {
+            assert_eq!(b.name().parse::<BackendKind>(), Ok(b));
+        }
+        assert_eq!(
+            "metal".parse::<BackendKind>().unwrap_err(),
+            "unknown backend \"metal\": expected one of flex, ndarray, wgpu, vulkan, cuda"
+        );
+        assert_eq!(parse_device_list("0, 1,2"), Ok(vec![0, 1, 2]));
+        assert!(parse_device_list("0,x").unwrap_err().contains("device indices"));
+    }
+
+    #[test]
     fn malformed_toml_names_file_and_line() {
         let e = parse("[model]\nvariant = \"b0\"\nwidth = = 2\n").unwrap_err();
         let s = e.to_string();
@@ -793,6 +897,10 @@ mod tests {
             (
                 "[runtime]\ndevices = [0, 1, 2]\n[train]\nbatch_size = 64\n",
                 "cfg.toml: key `train.batch_size`: invalid value 64: must be divisible by the 3 devices in runtime.devices",
+            ),
+            (
+                "[runtime]\ndevices = [0, 1, 0]\n[train]\nbatch_size = 63\n",
+                "cfg.toml: key `runtime.devices`: invalid value [0, 1, 0]: device 0 is listed twice",
             ),
         ];
         for (text, want) in cases {

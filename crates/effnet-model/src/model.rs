@@ -134,6 +134,22 @@ impl EfficientNet {
         self
     }
 
+    /// Gives every BatchNorm running statistics of its own. burn's `RunningState` is shared
+    /// between clones of a module, so a clone (an EMA copy, say) would otherwise keep reading
+    /// and writing the original's statistics.
+    pub fn unshare_running_state(mut self) -> Self {
+        let mut layers: Vec<&mut ConvBnAct> = vec![&mut self.stem, &mut self.head];
+        for b in &mut self.blocks {
+            layers.extend(b.expand.as_mut());
+            layers.push(&mut b.depthwise);
+            layers.push(&mut b.project);
+        }
+        for l in layers {
+            l.bn.unshare_running_state();
+        }
+        self
+    }
+
     /// Freezes stem, blocks and head: no gradients, BatchNorm uses its running statistics and
     /// drop-path is off. Only the classifier trains.
     pub fn freeze_backbone(mut self) -> Self {

@@ -58,6 +58,12 @@ impl BatchNorm {
         }
     }
 
+    /// Replaces the running statistics by copies of their current values that no clone shares.
+    pub fn unshare_running_state(&mut self) {
+        self.running_mean = RunningState::new(self.running_mean.value_sync());
+        self.running_var = RunningState::new(self.running_var.value_sync());
+    }
+
     /// `silu(self.forward(x))`, fused into one pass in inference on the Flex fast path.
     pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
         if self.training.is_enabled() && x.device().is_autodiff() || !crate::kernels::fuses_batch_norm_silu(&x) {

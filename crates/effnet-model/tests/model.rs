@@ -174,3 +174,19 @@ fn frozen_backbone_trains_only_the_classifier() {
     let g = m.forward(x).powi_scalar(2).mean().backward();
     assert!(m.stem.conv.weight.val().grad(&g).is_some());
 }
+
+#[test]
+fn unshared_running_state_is_not_updated_by_the_original() {
+    let device = Device::flex().autodiff();
+    let model = EfficientNet::new(&tiny_arch(3), &device);
+    let shared = model.clone();
+    let own = model.clone().unshare_running_state();
+    let before = own.stem.bn.running_mean.value_sync();
+    let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(1.0, 1.0), &device);
+    let _ = model.forward(x);
+    let moved =
+        |m: &EfficientNet| max_abs_diff(m.stem.bn.running_mean.value_sync().unsqueeze(), before.clone().unsqueeze());
+    // burn's RunningState is shared by clones: the plain clone sees the update, the unshared one not.
+    assert!(moved(&shared) > 1e-4, "the training step did not move the running mean");
+    assert_eq!(moved(&own), 0.0);
+}

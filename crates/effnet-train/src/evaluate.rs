@@ -1,8 +1,9 @@
 //! Evaluation: loss, top-1 and top-5 of a network on a split.
 
 use crate::data::{self, ClassificationBatch, Split};
+use crate::precision::{cast_input, cast_module};
 use burn::prelude::*;
-use effnet_config::DataConfig;
+use effnet_config::{DataConfig, Precision};
 use effnet_model::EfficientNet;
 use serde::Serialize;
 
@@ -16,8 +17,9 @@ pub struct EvalMetrics {
 }
 
 /// Per-batch sums: (loss·n, top-1 hits, top-5 hits, n).
-fn batch_sums(net: &EfficientNet, batch: ClassificationBatch) -> (f64, usize, usize, usize) {
-    let logits = net.forward(batch.images);
+fn batch_sums(net: &EfficientNet, batch: ClassificationBatch, precision: Precision) -> (f64, usize, usize, usize) {
+    // Loss and ranking in f32 whatever the network's precision.
+    let logits = net.forward(cast_input(batch.images, precision)).cast(burn::tensor::FloatDType::F32);
     let [n, classes] = logits.dims();
     let logp = burn::tensor::activation::log_softmax(logits.clone(), 1);
     let targets = batch.targets.clone().reshape([n, 1]);
@@ -39,10 +41,25 @@ pub fn evaluate_net(
     batch_size: usize,
     device: &Device,
 ) -> EvalMetrics {
+    evaluate_net_at(net, split, cfg, image_size, batch_size, device, Precision::F32)
+}
+
+/// [`evaluate_net`] with the network and its inputs cast to `precision`.
+pub fn evaluate_net_at(
+    net: &EfficientNet,
+    split: &Split,
+    cfg: &DataConfig,
+    image_size: usize,
+    batch_size: usize,
+    device: &Device,
+    precision: Precision,
+) -> EvalMetrics {
+    // `valid()` gives the copy its own running statistics before they are cast.
+    let net = cast_module(net.valid(), precision);
     let loader = data::eval_loader(split, cfg, image_size, batch_size, device);
     let (mut loss, mut t1, mut t5, mut n) = (0.0, 0, 0, 0);
     for batch in loader.iter().flatten() {
-        let (l, a, b, m) = batch_sums(net, batch);
+        let (l, a, b, m) = batch_sums(&net, batch, precision);
         loss += l;
         t1 += a;
         t5 += b;

@@ -9,8 +9,6 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use effnet_model::EfficientNet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Settings of the step that are not weights.
 #[derive(Debug, Clone)]
@@ -24,6 +22,11 @@ pub struct StepSettings {
     /// Ramp the drop-connect rate from 0 over `total_steps`.
     pub drop_connect_ramp: bool,
     pub total_steps: usize,
+    /// Micro-batch gradients burn adds into one optimizer step: the devices of the `multi`
+    /// strategy × gradient accumulation. The loss is divided by it before `backward` so that
+    /// the step uses the gradient of the mean loss over every image of the step (what the LR
+    /// scaling by the global batch assumes). The reported loss is not divided.
+    pub summed_gradients: usize,
 }
 
 /// What burn-train's learner holds: the live network and its exponential moving average.
@@ -34,16 +37,19 @@ pub struct TrainingModel {
     pub ema: Option<EfficientNet>,
     #[module(skip)]
     pub settings: StepSettings,
-    /// Optimizer steps taken (shared by clones: the learner clones the model for validation).
+    /// Optimizer steps taken. A plain count carried by value: under burn's DDP every device's
+    /// worker holds its own copy of the model and steps it once per global step.
     #[module(skip)]
-    pub steps: Arc<AtomicUsize>,
+    pub steps: usize,
 }
 
 impl TrainingModel {
     /// Wraps `net`; `steps_done` > 0 when resuming.
     pub fn new(net: EfficientNet, settings: StepSettings, steps_done: usize) -> Self {
-        let ema = settings.ema_decay.map(|_| ema_copy(&net));
-        let mut m = Self { net, ema, settings, steps: Arc::new(AtomicUsize::new(steps_done)) };
+        // The EMA averages BatchNorm statistics too (as tensorflow/tpu and timm do), so it needs
+        // its own: clones share burn's running state.
+        let ema = settings.ema_decay.map(|_| ema_copy(&net).unshare_running_state());
+        let mut m = Self { net, ema, settings, steps: steps_done };
         m.apply_drop_connect(steps_done);
         m
     }
@@ -76,7 +82,8 @@ impl TrainingModel {
     }
 
     fn after_step(mut self) -> Self {
-        let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+        self.steps += 1;
+        let n = self.steps;
         if let (Some(ema), Some(decay)) = (self.ema.take(), self.settings.ema_decay) {
             self.ema = Some(ema_update(ema, &self.net, ema_decay_at(decay, n)));
         }
@@ -94,10 +101,14 @@ impl TrainStep for TrainingModel {
     fn step(&self, batch: ClassificationBatch) -> TrainOutput<ClassificationOutput> {
         // Dropout and drop-path masks come from a per-step seed, so a resumed run draws the
         // same masks as an uninterrupted one.
-        let step = self.steps.load(Ordering::SeqCst) as u64;
+        let step = self.steps as u64;
         batch.images.device().seed(self.settings.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step));
         let out = self.forward_classification(batch);
-        TrainOutput::new(self, out.loss.backward(), out)
+        let grads = match self.settings.summed_gradients {
+            0 | 1 => out.loss.backward(),
+            n => out.loss.clone().div_scalar(n as f64).backward(),
+        };
+        TrainOutput::new(self, grads, out)
     }
 
     fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {

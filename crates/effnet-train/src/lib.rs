@@ -6,11 +6,13 @@
 
 pub mod bench;
 pub mod data;
+pub mod devices;
 pub mod ema;
 pub mod evaluate;
 pub mod learner;
 pub mod optim;
 pub mod plot;
+pub mod precision;
 pub mod preprocess;
 pub mod progress;
 pub mod regularization;

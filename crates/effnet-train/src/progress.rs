@@ -197,6 +197,11 @@ impl TrainingProgressLogger for Progress {
     }
 
     fn update_split(&mut self, items_processed: usize) {
+        // burn-train's multi-device strategy reports each device's share of a step with the
+        // step's global item count: one step per new count, images/s over all devices.
+        if items_processed == self.items && self.steps > 0 {
+            return;
+        }
         self.items = items_processed;
         self.steps += 1;
         match &self.bar {

@@ -11,6 +11,7 @@
 
 use crate::build_model;
 use crate::data::{self, OpenedDataset};
+use crate::devices::{self, Parallelism};
 use crate::learner::{StepSettings, TrainingModel};
 use crate::optim::{build_optimizer, scaled_lr};
 use crate::progress::{EpochRow, Progress, RunLog};
@@ -21,7 +22,7 @@ use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoint
 use burn::train::metric::store::{Aggregate, Direction, Split};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric, TopKAccuracyMetric};
 use burn::train::{Interrupter, Learner, SupervisedTraining};
-use effnet_config::{BackendKind, EffnetConfig, Invalid};
+use effnet_config::{EffnetConfig, Invalid};
 use effnet_model::EfficientNet;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -105,39 +106,7 @@ impl Summary {
     }
 }
 
-/// The compute device for `[runtime]` (its first `devices` entry). Backends other than flex
-/// exist when effnet was built with the cargo feature of the same name.
-pub fn device_for(cfg: &EffnetConfig) -> Result<Device, Invalid> {
-    let missing = |name: &str| {
-        Invalid::new(
-            "runtime.backend",
-            format!("\"{name}\""),
-            format!(
-                "this effnet was built without the `{name}` feature; rebuild with `cargo build --release --features {name}`"
-            ),
-        )
-    };
-    match cfg.runtime.backend {
-        BackendKind::Flex => Ok(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)] // burn 0.22 deprecates ndarray in favour of flex; users may still ask for it.
-        BackendKind::Ndarray => Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
-        #[cfg(feature = "vulkan")]
-        BackendKind::Vulkan => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Ok(Device::cuda(cfg.runtime.devices.first().copied().unwrap_or(0))),
-        #[allow(unreachable_patterns)]
-        other => Err(missing(match other {
-            BackendKind::Flex => "flex",
-            BackendKind::Ndarray => "ndarray",
-            BackendKind::Wgpu => "wgpu",
-            BackendKind::Vulkan => "vulkan",
-            BackendKind::Cuda => "cuda",
-        })),
-    }
-}
+pub use crate::devices::device_for;
 
 /// Highest epoch with a complete burn-train checkpoint (model, optimizer and scheduler).
 pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
@@ -169,7 +138,20 @@ pub fn read_metrics(path: &Path) -> Vec<EpochRow> {
 
 /// Trains as `src` describes into `run_dir`; with `resume`, continues from its latest checkpoint.
 pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary, TrainError> {
+    train_with(src, run_dir, resume, &|net| net)
+}
+
+/// [`train`] with `prepare` applied to the network at the start of each training phase (after
+/// `train.init_weights` and the backbone freezing), for changes a config cannot express, such as module flags (the multi-device test holds
+/// BatchNorm at its running statistics this way to compare 1 and 2 devices exactly).
+pub fn train_with(
+    src: &ConfigSource,
+    run_dir: &Path,
+    resume: bool,
+    prepare: &dyn Fn(EfficientNet) -> EfficientNet,
+) -> Result<Summary, TrainError> {
     let cfg = &src.config;
+    crate::precision::check_training_precision(cfg.runtime.precision).map_err(|e| src.invalid(e))?;
     let start_epoch = if resume {
         match latest_checkpoint(run_dir) {
             Some(e) => e,
@@ -200,7 +182,11 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
     let resolved = toml::to_string_pretty(cfg).map_err(|e| TrainError::Run(e.to_string()))?;
     write_atomic(&run_dir.join("config.toml"), &resolved)?;
 
-    let device = device_for(cfg).map_err(|e| src.invalid(e))?;
+    let all_devices = devices::devices_for(&cfg.runtime).map_err(|e| src.invalid(e))?;
+    let replicas = all_devices.len();
+    let parallelism = Parallelism::for_runtime(&cfg.runtime);
+    // The main device holds the model between steps, validates and evaluates the EMA.
+    let device = all_devices[0].clone();
     let ad = device.clone().autodiff();
     ad.seed(cfg.train.seed);
 
@@ -214,13 +200,23 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         )));
     }
     let image_size = cfg.data.image_size.unwrap_or(arch.resolution);
+    // `batch` is global; each device's loader batches `batch / replicas` (burn-train gives each
+    // device its own loader over a slice of the epoch).
     let batch = cfg.train.batch_size;
+    let device_batch = devices::per_device_batch(batch, replicas);
     let train_len = ds.train().dataset.len();
     let valid_len = ds.valid().dataset.len();
     if train_len == 0 || valid_len == 0 {
         return Err(TrainError::Run(format!("{:?}: the train or validation split is empty", cfg.data.path)));
     }
-    let steps_per_epoch = train_len.div_ceil(batch).div_ceil(cfg.train.grad_accumulation);
+    let positions = devices::positions_per_epoch(train_len, replicas);
+    if positions == 0 {
+        return Err(TrainError::Run(format!(
+            "{:?}: {train_len} training images cannot be shared by {replicas} devices",
+            cfg.data.path
+        )));
+    }
+    let steps_per_epoch = devices::steps_per_epoch(train_len, batch, replicas, cfg.train.grad_accumulation);
     let total_steps = steps_per_epoch * cfg.train.epochs;
 
     let mut net: EfficientNet = build_model(cfg, &ad).map_err(|e| src.invalid(e))?;
@@ -241,7 +237,18 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
         drop_connect_rate: cfg.model.drop_connect_rate,
         drop_connect_ramp: cfg.train.drop_connect_ramp,
         total_steps,
+        summed_gradients: parallelism.summed_replicas(replicas) * cfg.train.grad_accumulation,
     };
+    if replicas > 1 {
+        eprintln!(
+            "data-parallel on {replicas} {} devices ({}): global batch {batch} = {replicas} × {device_batch}",
+            cfg.runtime.backend,
+            match parallelism {
+                Parallelism::Ddp => "burn DDP, gradients all-reduced (mean)",
+                _ => "burn multi, gradients summed on the main device",
+            }
+        );
+    }
 
     let peak_lr = scaled_lr(&cfg.optim, batch * cfg.train.grad_accumulation);
     let log = Arc::new(Mutex::new(RunLog::default()));
@@ -275,11 +282,20 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
             None => net.clone(),
         };
         model_net = if frozen { model_net.freeze_backbone() } else { model_net.unfreeze_backbone() };
+        let model_net = prepare(model_net);
         let model = TrainingModel::new(model_net, settings.clone(), steps_done);
         let schedule = Schedule::new(&cfg.schedule, peak_lr, cfg.train.epochs, steps_per_epoch);
         let learner = Learner::new(model, build_optimizer(&cfg.optim, cfg.train.grad_clip_norm), schedule);
-        let (train_loader, epochs) =
-            data::train_loader_with_control(&ds, &cfg.data, image_size, batch, cfg.train.seed, &ad);
+        let (train_loader, epochs) = data::train_loader_split(
+            &ds,
+            &cfg.data,
+            image_size,
+            device_batch,
+            cfg.train.seed,
+            &ad,
+            positions,
+            replicas,
+        );
         epochs.set_epoch(from as u64);
         let valid_loader = data::eval_loader(ds.valid(), &cfg.data, image_size, batch, &device);
         let strategy = ComposedCheckpointingStrategy::builder()
@@ -305,6 +321,9 @@ pub fn train(src: &ConfigSource, run_dir: &Path, resume: bool) -> Result<Summary
             .with_application_logger(None)
             .renderer(Box::new(renderer))
             .num_epochs(to);
+        if replicas > 1 {
+            training = training.with_training_strategy(parallelism.strategy(all_devices.clone()).into());
+        }
         if cfg.train.grad_accumulation > 1 {
             training = training.grads_accumulation(cfg.train.grad_accumulation);
         }
@@ -385,5 +404,6 @@ fn settings_for_export() -> StepSettings {
         drop_connect_rate: 0.0,
         drop_connect_ramp: false,
         total_steps: 1,
+        summed_gradients: 1,
     }
 }

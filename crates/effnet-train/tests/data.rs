@@ -295,6 +295,35 @@ fn augmentation_is_a_function_of_seed_epoch_and_index() {
 }
 
 #[test]
+fn a_split_epoch_gives_each_step_the_one_device_batch() {
+    // burn-train slices the loader's positions into `devices` contiguous shares, each batched by
+    // the per-device batch; step k's batches together must be one-device batch k.
+    let c = digits_cfg();
+    let ds = open_dataset(&c, Path::new("/")).unwrap();
+    let src = ds.train().dataset.clone();
+    let (devices, b, positions) = (2, 7, 1430); // 715 per device: 102 batches of 7, then 1
+    let one = TrainDataset::new(src.clone(), TrainTransform::from_config(&c, 8), 3);
+    let two = TrainDataset::split(src, TrainTransform::from_config(&c, 8), 3, positions, devices, b);
+    assert_eq!(two.len(), positions);
+    let order: Vec<usize> = (0..one.len()).map(|p| one.get(p).unwrap().index).collect();
+    let per_device = positions / devices;
+    let shares: Vec<Vec<usize>> =
+        (0..devices).map(|d| (0..per_device).map(|j| two.get(d * per_device + j).unwrap().index).collect()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for (k, start) in (0..per_device).step_by(b).enumerate() {
+        let end = (start + b).min(per_device);
+        let mut step: Vec<usize> = shares.iter().flat_map(|s| s[start..end].to_vec()).collect();
+        let mut want = order[k * devices * b..k * devices * b + devices * (end - start)].to_vec();
+        step.sort();
+        want.sort();
+        assert_eq!(step, want, "step {k}");
+        seen.extend(step);
+    }
+    // The epoch is the first `positions` of the shuffle, each image once.
+    assert_eq!(seen.len(), positions);
+}
+
+#[test]
 fn mixup_and_cutmix_targets() {
     let (n, s, k) = (4, 8, 5);
     let labels = [0usize, 1, 2, 3];

@@ -6,6 +6,10 @@ use effnet_train::progress::EpochRow;
 use effnet_train::trainer::{ConfigSource, read_metrics, train};
 use std::path::{Path, PathBuf};
 
+/// flex has one process-wide RNG (model init, dropout masks): runs compared by seed take turns,
+/// or a concurrent test's draws land between a seed and the draws it fixes.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -67,6 +71,7 @@ fn rows(dir: &Path, split: &str) -> Vec<EpochRow> {
 
 #[test]
 fn loss_falls_and_the_run_directory_is_complete() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tmp("falls");
     let summary = train(&tiny(3, ""), &dir, false).unwrap();
     let tr = rows(&dir, "train");
@@ -100,6 +105,7 @@ fn loss_falls_and_the_run_directory_is_complete() {
 
 #[test]
 fn resumed_run_matches_an_uninterrupted_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let whole = tmp("whole");
     train(&tiny(2, ""), &whole, false).unwrap();
     let parts = tmp("parts");
@@ -120,6 +126,7 @@ fn resumed_run_matches_an_uninterrupted_one() {
 
 #[test]
 fn a_diverging_run_stops_with_a_clear_message() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tmp("nan");
     let src = tiny(2, "");
     let mut cfg = src.config.clone();
@@ -146,6 +153,7 @@ fn a_backend_that_was_not_compiled_in_is_a_clear_error() {
 
 #[test]
 fn fine_tuning_from_weights_with_a_frozen_backbone_phase() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Pretrain 1 epoch, then fine-tune from its weights on the same data: 1 epoch with the
     // backbone frozen, 1 with everything training.
     let pre = tmp("pre");

@@ -54,13 +54,49 @@ pub struct TrainDataset {
     seed: u64,
     fetches: Arc<Vec<AtomicU64>>,
     perms: Mutex<Vec<(u64, Arc<Vec<u32>>)>>,
+    /// (devices, per-device batch) when burn-train splits the loader over several devices.
+    split: Option<(usize, usize)>,
 }
 
 impl TrainDataset {
     /// Wraps `source`; `seed` drives both the shuffle and the augmentation.
     pub fn new(source: Arc<dyn Dataset<ImageItem>>, transform: TrainTransform, seed: u64) -> Self {
-        let fetches = Arc::new((0..source.len()).map(|_| AtomicU64::new(0)).collect());
-        Self { source, transform, seed, fetches, perms: Mutex::new(Vec::new()) }
+        let len = source.len();
+        Self::split(source, transform, seed, len, 1, 1)
+    }
+
+    /// Like [`TrainDataset::new`], laid out for a loader that burn-train splits into `devices`
+    /// contiguous slices batched by `device_batch` each. An epoch is the first `positions`
+    /// (≤ the source's length; a multiple of `devices`) of each epoch's permutation, and
+    /// positions are interleaved so that the devices' k-th batches together are exactly the
+    /// k-th batch of `devices × device_batch` a single device would get: one or several devices,
+    /// every optimizer step sees the same images.
+    pub fn split(
+        source: Arc<dyn Dataset<ImageItem>>,
+        transform: TrainTransform,
+        seed: u64,
+        positions: usize,
+        devices: usize,
+        device_batch: usize,
+    ) -> Self {
+        let positions = positions.min(source.len());
+        let fetches = Arc::new((0..positions).map(|_| AtomicU64::new(0)).collect());
+        let split = (devices > 1).then_some((devices, device_batch.max(1)));
+        Self { source, transform, seed, fetches, perms: Mutex::new(Vec::new()), split }
+    }
+
+    /// The single-device order position that loader position `position` stands for.
+    fn ordered(&self, position: usize) -> usize {
+        let Some((devices, b)) = self.split else { return position };
+        let per_device = self.fetches.len() / devices;
+        let (d, j) = (position / per_device, position % per_device);
+        if d >= devices {
+            return position; // not reached: positions are a multiple of `devices`
+        }
+        let (k, o) = (j / b, j % b);
+        // The last batch of each device may be short: `r` items from each device.
+        let r = b.min(per_device - k * b);
+        k * devices * b + d * r + o
     }
 
     /// A handle to set the epoch (shared with this dataset).
@@ -97,12 +133,12 @@ impl TrainDataset {
 impl Dataset<Sample> for TrainDataset {
     fn get(&self, position: usize) -> Result<Sample, DatasetError> {
         let epoch = self.fetches[position].fetch_add(1, Ordering::Relaxed);
-        let index = self.permutation(epoch)[position] as usize;
+        let index = self.permutation(epoch)[self.ordered(position)] as usize;
         self.sample(index, epoch)
     }
 
     fn len(&self) -> usize {
-        self.source.len()
+        self.fetches.len()
     }
 }
 
@@ -194,7 +230,32 @@ pub fn train_loader_with_control(
     seed: u64,
     device: &Device,
 ) -> (Arc<dyn DataLoader<ClassificationBatch>>, EpochControl) {
-    let train = TrainDataset::new(ds.train().dataset.clone(), TrainTransform::from_config(cfg, image_size), seed);
+    let positions = ds.train().dataset.len();
+    train_loader_split(ds, cfg, image_size, batch_size, seed, device, positions, 1)
+}
+
+/// [`train_loader_with_control`] for burn-train to split over `devices` (see
+/// [`TrainDataset::split`]): `batch_size` is per device, an epoch is the first `positions` of
+/// each epoch's shuffle.
+#[allow(clippy::too_many_arguments)]
+pub fn train_loader_split(
+    ds: &OpenedDataset,
+    cfg: &DataConfig,
+    image_size: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+    positions: usize,
+    devices: usize,
+) -> (Arc<dyn DataLoader<ClassificationBatch>>, EpochControl) {
+    let train = TrainDataset::split(
+        ds.train().dataset.clone(),
+        TrainTransform::from_config(cfg, image_size),
+        seed,
+        positions,
+        devices,
+        batch_size,
+    );
     let control = train.control();
     let batcher = ClassificationBatcher {
         size: image_size,

@@ -19,7 +19,7 @@ mod randaugment;
 pub use augment::{RandomResizedCrop, TrainTransform, sample_rng};
 pub use batcher::{
     ClassificationBatch, ClassificationBatcher, EpochControl, Sample, TrainDataset, eval_loader, train_loader,
-    train_loader_with_control,
+    train_loader_split, train_loader_with_control,
 };
 pub use cifar::{CifarDataset, open_cifar_binary, open_cifar_python};
 pub use error::DataError;

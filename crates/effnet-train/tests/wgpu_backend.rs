@@ -1,0 +1,103 @@
+//! The network on wgpu against flex: eval-mode logits, and one SGD training step (train-mode
+//! BatchNorm, backward, update). Built only with `--features wgpu`; in CI wgpu runs on Mesa's
+//! lavapipe (a Vulkan driver on the CPU), see `.ci/run`.
+#![cfg(feature = "wgpu")]
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::DeviceKind;
+use effnet_config::{Architecture, ModelConfig, OptimConfig, OptimizerKind};
+use effnet_model::EfficientNet;
+use effnet_train::optim::build_optimizer;
+
+/// Eval-mode logits (with the initial running statistics they are small), max |wgpu − flex|
+/// relative to the largest |logit|, before and after the step (measured 1.1e-6 and 3.1e-5).
+const LOGITS_REL_TOL: f32 = 1e-3;
+/// Loss before one SGD step: |wgpu − flex| (measured 3e-6).
+const LOSS_TOL: f32 = 1e-4;
+/// Loss after one SGD step, relative (measured 1.2e-4 on lavapipe: the step's large gradients
+/// amplify the backends' rounding differences).
+const LOSS_AFTER_REL_TOL: f32 = 1e-3;
+
+const N: usize = 8;
+const SIZE: usize = 32;
+
+fn arch() -> Architecture {
+    let cfg: ModelConfig = toml::from_str(
+        "variant = \"custom\"\nwidth = 0.25\ndepth = 0.25\nresolution = 32\nnum_classes = 10\ndropout = 0.0\n\
+         drop_connect_rate = 0.0\n",
+    )
+    .unwrap();
+    cfg.architecture().unwrap()
+}
+
+/// A fixed, smooth batch and labels (no RNG: the same on every backend).
+fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let v: Vec<f32> = (0..N * 3 * SIZE * SIZE).map(|i| ((i as f32) * 0.013).sin() + 0.1 * ((i % 7) as f32)).collect();
+    let labels: Vec<i32> = (0..N as i32).map(|i| (i * 3) % 10).collect();
+    (
+        Tensor::<4>::from_data(TensorData::new(v, [N, 3, SIZE, SIZE]), device),
+        Tensor::<1, Int>::from_data(TensorData::new(labels, [N]), device),
+    )
+}
+
+fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// Eval-mode logits, then (loss before, loss after) one SGD step at LR 0.05 on the same batch,
+/// and the eval-mode logits of the stepped network.
+fn run(net: EfficientNet, device: &Device) -> (Vec<f32>, f32, f32, Vec<f32>) {
+    let (x, _) = batch(&device.clone().inner());
+    let logits = vec(net.valid().forward(x));
+    let (x, y) = batch(device);
+    let ce = CrossEntropyLossConfig::new().init(device);
+    let loss = ce.forward(net.forward(x.clone()), y.clone());
+    let before = vec(loss.clone())[0];
+    let grads = GradientsParams::from_grads(loss.backward(), &net);
+    let cfg = OptimConfig { name: OptimizerKind::Sgd, momentum: 0.0, weight_decay: 0.0, ..OptimConfig::default() };
+    let net = build_optimizer(&cfg, None).step(0.05f64, net, grads);
+    let after = vec(ce.forward(net.forward(x), y))[0];
+    let (x, _) = batch(&device.clone().inner());
+    (logits, before, after, vec(net.valid().forward(x)))
+}
+
+#[test]
+fn wgpu_matches_flex_forward_and_one_training_step() {
+    let arch = arch();
+    let flex = Device::flex().autodiff();
+    flex.seed(3);
+    let net = EfficientNet::new(&arch, &flex);
+    // The same weights on wgpu, through a file (a fork would share BatchNorm state).
+    let path = std::env::temp_dir().join(format!("effnet-wgpu-{}.bpk", std::process::id()));
+    net.save_weights(&path).unwrap();
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
+    let mut net_gpu = EfficientNet::new(&arch, &gpu);
+    net_gpu.load_weights(&path, &arch).unwrap();
+
+    let t = std::time::Instant::now();
+    let (l_flex, b_flex, a_flex, s_flex) = run(net, &flex);
+    let t_flex = t.elapsed();
+    let t = std::time::Instant::now();
+    let (l_gpu, b_gpu, a_gpu, s_gpu) = run(net_gpu, &gpu);
+    let t_gpu = t.elapsed();
+    // Only now: loaded weights are read from the file lazily.
+    std::fs::remove_file(&path).unwrap();
+    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let d = max_diff(&l_flex, &l_gpu);
+    let largest = |v: &[f32]| v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let (ds, scale0, scale) = (max_diff(&s_flex, &s_gpu), largest(&l_flex), largest(&s_flex));
+    eprintln!("max |logit| {scale0:.3e}; after the step: max |Δ logits| = {ds:.2e}, max |logit| = {scale:.3e}");
+    eprintln!(
+        "max |Δ logits| = {d:.2e}; loss before {b_flex:.6} / {b_gpu:.6}, after one step {a_flex:.6} / {a_gpu:.6} \
+         (flex / wgpu); {t_flex:.1?} / {t_gpu:.1?}"
+    );
+    assert_eq!(l_gpu.len(), N * 10);
+    assert!(d <= LOGITS_REL_TOL * scale0, "max |Δ logits| = {d:e}, max |logit| {scale0}");
+    assert!(ds <= LOGITS_REL_TOL * scale, "after the step: max |Δ logits| = {ds:e}, max |logit| {scale}");
+    assert!((b_flex - b_gpu).abs() < LOSS_TOL, "loss {b_flex} vs {b_gpu}");
+    assert!((a_flex - a_gpu).abs() < LOSS_AFTER_REL_TOL * a_flex, "loss after a step {a_flex} vs {a_gpu}");
+    // The step changed the network (the same way on both).
+    assert!((a_flex - b_flex).abs() > 1e-2, "loss {b_flex} -> {a_flex}");
+}
