@@ -122,7 +122,7 @@ impl SqueezeExcite {
         let s = x.clone().mean_dim(2).mean_dim(3);
         let s = activate(self.act, self.reduce.forward(s));
         let s = crate::kernels::sigmoid(self.expand.forward(s));
-        x * s
+        crate::kernels::channel_scale(x, s)
     }
 }
 

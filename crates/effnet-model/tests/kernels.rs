@@ -143,6 +143,7 @@ fn batch_norm_train_values_statistics_and_gradients_match_burn() {
 fn kernel_selection_parses_names_and_rejects_typos() {
     use kernels::Kernel;
     assert_eq!(kernels::parse_selection("all").unwrap(), Kernel::ALL.to_vec());
+    assert_eq!(kernels::parse_selection("scale").unwrap(), vec![Kernel::ChannelScale]);
     assert_eq!(kernels::parse_selection("burn").unwrap(), vec![]);
     assert_eq!(kernels::parse_selection("depthwise, activation").unwrap(), vec![Kernel::Depthwise, Kernel::Activation]);
     let e = kernels::parse_selection("activation,depthwize").unwrap_err();
@@ -164,4 +165,20 @@ fn batch_norm_inference_matches_burn() {
     let fused = kernels::batch_norm_silu_inference(x, gamma, beta, mean, var, 1e-3);
     let d = max_diff(fused, burn::tensor::activation::silu(theirs));
     assert!(d < 1e-5, "fused inference BatchNorm + SiLU differs by {d}");
+}
+
+#[test]
+fn channel_scale_values_and_gradients_match_burn() {
+    let device = autodiff();
+    let x = random([3, 5, 6, 7], &device).require_grad();
+    let s = random([3, 5, 1, 1], &device).require_grad();
+    let (ya, yb) = (kernels::channel_scale(x.clone(), s.clone()), x.clone() * s.clone());
+    assert!(max_diff(ya.clone(), yb.clone()) < 1e-6);
+    let g = random([3, 5, 6, 7], &device);
+    let (ga, gb) = ((ya * g.clone()).sum().backward(), (yb * g).sum().backward());
+    let dx = max_diff(x.grad(&ga).unwrap(), x.grad(&gb).unwrap());
+    let ds = max_diff(s.grad(&ga).unwrap(), s.grad(&gb).unwrap());
+    assert!(dx < 1e-5 && ds < 1e-4, "gradients differ by {dx}, {ds}");
+    let (xi, si) = (x.inner(), s.inner());
+    assert!(max_diff(kernels::channel_scale(xi.clone(), si.clone()), xi * si) < 1e-6);
 }

@@ -12,6 +12,7 @@ use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::{DType, Shape};
+use rayon::prelude::*;
 
 /// Fused operations effnet adds to burn.
 #[backend_extension(Flex, Autodiff)]
@@ -30,6 +31,8 @@ pub trait EffnetKernels: Backend {
         pad_left: usize,
         pad_right: usize,
     ) -> FloatTensor<Self>;
+    /// Squeeze-excitation rescale: `x[n, c, :, :] · s[n, c]` for `x` `[n, c, h, w]`, `s` `[n, c, 1, 1]`.
+    fn channel_scale(x: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self>;
     /// 1×1 convolution of `[n, c_in, h, w]` by `[c_out, c_in, 1, 1]`, no bias, stride 1.
     fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Inference BatchNorm `(x − mean)·γ/√(var + ε) + β` in one pass (in place when possible),
@@ -158,7 +161,43 @@ fn pw_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
     new_tensor(pointwise::forward(&d, slice(x), slice(w)), Shape::from([n, d.cout, h, wd]))
 }
 
+fn scale_dims(x: &FlexTensor, s: &FlexTensor) -> (usize, usize) {
+    let d = x.layout().shape();
+    let sd = s.layout().shape();
+    assert!(d.num_dims() == 4 && sd.num_elements() == d[0] * d[1], "channel scale {sd:?} for {d:?}");
+    (d[0] * d[1], d[2] * d[3])
+}
+
+/// `x` scaled per plane by `s`, in place when `x` is not shared.
+fn flex_channel_scale(x: FlexTensor, s: &FlexTensor) -> FlexTensor {
+    let mut x = contiguous(x);
+    let (_, plane) = scale_dims(&x, s);
+    let scales = slice(s);
+    let apply = |out: &mut [f32], src: Option<&[f32]>| {
+        out.par_chunks_mut(plane).with_min_len((8192 / plane.max(1)).max(1)).enumerate().for_each(|(p, o)| {
+            let k = scales[p];
+            match src {
+                Some(src) => o.iter_mut().zip(&src[p * plane..][..plane]).for_each(|(o, &v)| *o = v * k),
+                None => o.iter_mut().for_each(|v| *v *= k),
+            }
+        })
+    };
+    if let Some((start, end)) = x.layout().contiguous_offsets()
+        && let Some(buf) = x.try_storage_mut::<f32>()
+    {
+        apply(&mut buf[start..end], None);
+        return x;
+    }
+    let mut out = vec![0.0f32; x.layout().num_elements()];
+    apply(&mut out, Some(slice(&x)));
+    new_tensor(out, x.layout().shape().clone())
+}
+
 impl EffnetKernels for Flex {
+    fn channel_scale(x: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self> {
+        flex_channel_scale(x, &contiguous(s))
+    }
+
     fn bn_inference(
         x: FloatTensor<Self>,
         mean: FloatTensor<Self>,
@@ -281,6 +320,34 @@ impl Backward<Flex, 2> for DepthwiseBackward {
 }
 
 #[derive(Debug)]
+struct ChannelScaleBackward;
+
+impl Backward<Flex, 2> for ChannelScaleBackward {
+    /// Input and scales.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_s] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, s) = ops.state;
+        let (planes, plane) = scale_dims(&x, &s);
+        if let Some(node) = node_s {
+            // ds[n, c] = Σ over the plane of g·x.
+            let (g, xs) = (slice(&grad), slice(&x));
+            let ds: Vec<f32> = (0..planes)
+                .into_par_iter()
+                .with_min_len((8192 / plane.max(1)).max(1))
+                .map(|p| g[p * plane..][..plane].iter().zip(&xs[p * plane..][..plane]).map(|(a, b)| a * b).sum())
+                .collect();
+            grads.register::<Flex>(node.id, new_tensor(ds, s.layout().shape().clone()));
+        }
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex_channel_scale(grad, &s));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct PointwiseBackward;
 
 impl Backward<Flex, 2> for PointwiseBackward {
@@ -331,6 +398,20 @@ impl Backward<Flex, 3> for BatchNormBackward {
 }
 
 impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
+    fn channel_scale(x: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ChannelScaleBackward.prepare::<C>([x.node(), s.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let xp = contiguous(x.primitive().clone());
+                let sp = contiguous(s.primitive().clone());
+                let out = flex_channel_scale(xp.clone(), &sp);
+                prep.finish((xp, sp), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(flex_channel_scale(x.into_primitive(), &contiguous(s.into_primitive())))
+            }
+        }
+    }
+
     fn bn_inference(
         _x: FloatTensor<Self>,
         _mean: FloatTensor<Self>,

@@ -32,10 +32,13 @@ pub enum Kernel {
     BatchNorm = 4,
     /// 1×1 convolutions as one GEMM per sample.
     Pointwise = 8,
+    /// Squeeze-excitation's per-channel rescale.
+    ChannelScale = 16,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 4] = [Kernel::Activation, Kernel::Depthwise, Kernel::BatchNorm, Kernel::Pointwise];
+    pub const ALL: [Kernel; 5] =
+        [Kernel::Activation, Kernel::Depthwise, Kernel::BatchNorm, Kernel::Pointwise, Kernel::ChannelScale];
 
     fn name(self) -> &'static str {
         match self {
@@ -43,17 +46,18 @@ impl Kernel {
             Kernel::Depthwise => "depthwise",
             Kernel::BatchNorm => "batchnorm",
             Kernel::Pointwise => "pointwise",
+            Kernel::ChannelScale => "scale",
         }
     }
 }
 
-const ALL_BITS: u8 = 1 | 2 | 4 | 8;
+const ALL_BITS: u8 = 1 | 2 | 4 | 8 | 16;
 /// Bit 7 set: not yet read from the environment.
 const UNREAD: u8 = 0x80;
 static MASK: AtomicU8 = AtomicU8::new(UNREAD);
 
 /// Parses a kernel selection: `all`, `burn` (none: burn's own ops everywhere) or a comma-separated
-/// list of `activation`, `depthwise`, `batchnorm`, `pointwise`.
+/// list of `activation`, `depthwise`, `batchnorm`, `pointwise`, `scale`.
 pub fn parse_selection(spec: &str) -> Result<Vec<Kernel>, String> {
     match spec.trim() {
         "all" | "effnet" | "" => Ok(Kernel::ALL.to_vec()),
@@ -62,7 +66,7 @@ pub fn parse_selection(spec: &str) -> Result<Vec<Kernel>, String> {
             .split(',')
             .map(|name| {
                 Kernel::ALL.into_iter().find(|k| k.name() == name.trim()).ok_or_else(|| {
-                    format!("unknown kernel `{name}` (expected all, burn, or a list of activation, depthwise, batchnorm, pointwise)")
+                    format!("unknown kernel `{name}` (expected all, burn, or a list of activation, depthwise, batchnorm, pointwise, scale)")
                 })
             })
             .collect(),
@@ -276,4 +280,13 @@ fn bn_inference(
         epsilon,
         silu,
     ))
+}
+
+/// Squeeze-excitation's rescale `x · s` of `[n, c, h, w]` by `[n, c, 1, 1]` (in place in
+/// inference; burn's broadcast multiply otherwise).
+pub fn channel_scale(x: Tensor<4>, s: Tensor<4>) -> Tensor<4> {
+    if !use_kernel(Kernel::ChannelScale, &x) {
+        return x * s;
+    }
+    Tensor::from_dispatch(<Dispatch as EffnetKernels>::channel_scale(x.into_dispatch(), s.into_dispatch()))
 }
