@@ -43,41 +43,35 @@ impl BatchNorm {
 
     /// Normalises `x`; on an autodiff device in training mode it uses and records batch statistics.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if x.device().is_autodiff() && self.training.is_enabled() {
-            self.forward_train(x)
-        } else {
-            let device = x.device();
-            crate::kernels::batch_norm_inference(
-                x,
-                self.gamma.val(),
-                self.beta.val(),
-                self.running_mean.value().to_device(&device),
-                self.running_var.value().to_device(&device),
-                self.epsilon,
-            )
-        }
-    }
-
-    /// Replaces the running statistics by copies of their current values that no clone shares.
-    pub fn unshare_running_state(&mut self) {
-        self.running_mean = RunningState::new(self.running_mean.value_sync());
-        self.running_var = RunningState::new(self.running_var.value_sync());
+        self.forward_then(x, false)
     }
 
     /// `silu(self.forward(x))`, fused into one pass in inference on the Flex fast path.
     pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.training.is_enabled() && x.device().is_autodiff() || !crate::kernels::fuses_batch_norm_silu(&x) {
-            return crate::kernels::silu(self.forward(x));
+        self.forward_then(x, true)
+    }
+
+    fn forward_then(&self, x: Tensor<4>, silu: bool) -> Tensor<4> {
+        if x.device().is_autodiff() && self.training.is_enabled() {
+            let y = self.forward_train(x);
+            return if silu { crate::kernels::silu(y) } else { y };
         }
         let device = x.device();
-        crate::kernels::batch_norm_silu_inference(
+        crate::kernels::batch_norm_inference(
             x,
             self.gamma.val(),
             self.beta.val(),
             self.running_mean.value().to_device(&device),
             self.running_var.value().to_device(&device),
             self.epsilon,
+            silu,
         )
+    }
+
+    /// Replaces the running statistics by copies of their current values that no clone shares.
+    pub fn unshare_running_state(&mut self) {
+        self.running_mean = RunningState::new(self.running_mean.value_sync());
+        self.running_var = RunningState::new(self.running_var.value_sync());
     }
 
     fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {

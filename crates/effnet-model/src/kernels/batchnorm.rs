@@ -187,14 +187,9 @@ pub fn backward(
 mod tests {
     use super::*;
 
-    fn values(n: usize, seed: u32, offset: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0 + offset
-            })
-            .collect()
+    /// Values in `[offset − 2, offset + 2)`.
+    fn values2(n: usize, seed: u32, offset: f32) -> Vec<f32> {
+        crate::kernels::test_values(n, seed, 0.0).into_iter().map(|v| 2.0 * v + offset).collect()
     }
 
     #[test]
@@ -202,10 +197,10 @@ mod tests {
         let d = Dims { batch: 3, channels: 5, plane: 7 * 6 };
         let n = d.batch * d.channels * d.plane;
         // A large mean on purpose: the variance must not cancel catastrophically.
-        let x = values(n, 1, 100.0);
-        let dy = values(n, 2, 0.3);
-        let gamma = values(d.channels, 3, 1.0);
-        let beta = values(d.channels, 4, 0.0);
+        let x = values2(n, 1, 100.0);
+        let dy = values2(n, 2, 0.3);
+        let gamma = values2(d.channels, 3, 1.0);
+        let beta = values2(d.channels, 4, 0.0);
         let eps = 1e-3;
         let (mean, var) = stats(&d, &x);
         let (a, b) = affine(&mean, &var, &gamma, &beta, eps);

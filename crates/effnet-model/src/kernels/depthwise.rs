@@ -263,6 +263,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        crate::kernels::test_values(n, seed, 0.0)
+    }
+
     /// Direct definition with an explicitly padded input, in f64.
     fn reference(g: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let (k, s) = (g.kernel, g.stride);
@@ -294,16 +298,6 @@ mod tests {
             }
         }
         (y, dx, dw)
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]

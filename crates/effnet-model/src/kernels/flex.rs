@@ -266,34 +266,19 @@ impl EffnetKernels for Flex {
     }
 }
 
+/// Backward of a unary element-wise op from one saved tensor and the output gradient (SiLU
+/// saves its input, sigmoid its output).
 #[derive(Debug)]
-struct SiluBackward;
+struct ElementwiseBackward(fn(&[f32], &[f32], &mut [f32]));
 
-impl Backward<Flex, 1> for SiluBackward {
-    /// The forward's input.
+impl Backward<Flex, 1> for ElementwiseBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [parent] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         if let Some(node) = parent {
-            grads.register::<Flex>(node.id, zip(ops.state, grad, simd::silu_backward));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct SigmoidBackward;
-
-impl Backward<Flex, 1> for SigmoidBackward {
-    /// The forward's output.
-    type State = FlexTensor;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = parent {
-            grads.register::<Flex>(node.id, zip(ops.state, grad, simd::sigmoid_backward));
+            grads.register::<Flex>(node.id, zip(ops.state, grad, self.0));
         }
     }
 }
@@ -472,7 +457,7 @@ impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match SiluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match ElementwiseBackward(simd::silu_backward).prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let input = contiguous(x.primitive().clone());
                 let out = map(input.clone(), simd::silu);
@@ -483,7 +468,7 @@ impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
     }
 
     fn sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match SigmoidBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match ElementwiseBackward(simd::sigmoid_backward).prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let out = map(x.primitive().clone(), simd::sigmoid);
                 prep.finish(out.clone(), out)

@@ -14,6 +14,18 @@ mod flex;
 mod pointwise;
 mod simd;
 
+/// Deterministic values in `[offset − 1, offset + 1)` for the kernels' unit tests.
+#[cfg(test)]
+fn test_values(n: usize, seed: u32, offset: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0 + offset
+        })
+        .collect()
+}
+
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -228,8 +240,8 @@ fn pointwise_conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     ))
 }
 
-/// Inference BatchNorm (running statistics) of `[n, c, h, w]`: burn's `batch_norm`, as one
-/// fused pass on the fast path without autodiff.
+/// Inference BatchNorm (running statistics) of `[n, c, h, w]`, followed by SiLU when
+/// `then_silu`: one fused in-place pass on the fast path without autodiff, burn's ops otherwise.
 pub fn batch_norm_inference(
     x: Tensor<4>,
     gamma: Tensor<1>,
@@ -237,29 +249,18 @@ pub fn batch_norm_inference(
     mean: Tensor<1>,
     var: Tensor<1>,
     epsilon: f64,
+    then_silu: bool,
 ) -> Tensor<4> {
-    if !use_kernel(Kernel::BatchNorm, &x) || x.device().is_autodiff() {
-        return burn::tensor::module::batch_norm(x, gamma, beta, mean, var, epsilon);
+    let ours = use_kernel(Kernel::BatchNorm, &x) && !x.device().is_autodiff();
+    if ours && (!then_silu || is_enabled(Kernel::Activation)) {
+        return bn_inference(x, gamma, beta, mean, var, epsilon, then_silu);
     }
-    bn_inference(x, gamma, beta, mean, var, epsilon, false)
-}
-
-/// Whether [`batch_norm_silu_inference`] applies to `x`: both kernels on, Flex f32, no autodiff.
-pub fn fuses_batch_norm_silu(x: &Tensor<4>) -> bool {
-    use_kernel(Kernel::BatchNorm, x) && is_enabled(Kernel::Activation) && !x.device().is_autodiff()
-}
-
-/// `silu(batch_norm(x))` in inference as one pass over memory (check
-/// [`fuses_batch_norm_silu`] first).
-pub fn batch_norm_silu_inference(
-    x: Tensor<4>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    mean: Tensor<1>,
-    var: Tensor<1>,
-    epsilon: f64,
-) -> Tensor<4> {
-    bn_inference(x, gamma, beta, mean, var, epsilon, true)
+    let y = if ours {
+        bn_inference(x, gamma, beta, mean, var, epsilon, false)
+    } else {
+        burn::tensor::module::batch_norm(x, gamma, beta, mean, var, epsilon)
+    };
+    if then_silu { silu(y) } else { y }
 }
 
 fn bn_inference(
