@@ -11,17 +11,14 @@
 //! - With batch statistics on (normal training), the per-replica statistics make the runs
 //!   drift apart; the curves must still agree within a measured tolerance.
 
+mod common;
+
 use burn::module::{Flag, Module, ModuleMapper, Param};
 use effnet_config::EffnetConfig;
 use effnet_model::EfficientNet;
 use effnet_train::progress::EpochRow;
 use effnet_train::trainer::{ConfigSource, Summary, read_metrics, train_with};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-/// flex has one process-wide RNG (model init, dropout masks): tests that compare seeded runs
-/// take turns, or a concurrent test's draws land between a seed and the draws it fixes.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// BatchNorm held: per-epoch train and validation loss, relative difference allowed (measured
 /// ≤ 6.4e-6: float rounding only; with the devices' gradients summed instead of averaged it is 4e-2 to 1.4e-1).
@@ -30,35 +27,12 @@ const EXACT_REL_TOL: f64 = 1e-4;
 /// (measured 0.8 % and 9.9 % over the two epochs).
 const PER_REPLICA_BN_TRAIN_REL_TOL: f64 = 0.2;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// The tiny deterministic run of `tests/train.rs` (narrow model at 16 px, no dropout or
 /// drop-connect, one loader worker) on `devices`.
 fn tiny(epochs: usize, devices: &str, optim: &str, init: Option<&Path>) -> ConfigSource {
     let text = format!(
         r#"
-[model]
-variant = "custom"
-width = 0.25
-depth = 0.25
-resolution = 16
-num_classes = 10
-dropout = 0.0
-drop_connect_rate = 0.0
-bn_momentum = 0.9
-[data]
-dataset = "cifar100"
-path = "{}"
-mean = [0.5, 0.5, 0.5]
-std = [0.5, 0.5, 0.5]
-crop_fraction = 1.0
-num_workers = 0
-[data.augment]
-scale = [0.7, 1.0]
-hflip = 0.0
-[train]
+{common}[train]
 epochs = {epochs}
 batch_size = 128
 seed = 7
@@ -75,7 +49,7 @@ decay_rate = 0.9
 [runtime]
 devices = {devices}
 "#,
-        repo().join("datasets/digits").display(),
+        common = common::tiny_model_and_data(),
         init = init.map_or(String::new(), |p| format!("init_weights = {:?}", p.display().to_string())),
     );
     let file = PathBuf::from("tiny.toml");
@@ -154,7 +128,7 @@ fn one_and_two_devices(
 
 #[test]
 fn two_flex_devices_match_one_device_when_batchnorm_is_held() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     let epochs = 2;
     // Without normalisation at initialisation the network does not learn; start from weights
     // (and running statistics) trained for two epochs on one device.
@@ -182,7 +156,7 @@ fn two_flex_devices_match_one_device_when_batchnorm_is_held() {
 
 #[test]
 fn two_flex_devices_follow_the_one_device_loss_curve_with_per_replica_batchnorm() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     let epochs = 2;
     let optim = "name = \"rmsprop-tf\"\nlr = 0.016";
     let runs = one_and_two_devices("bn", epochs, optim, None, &|net| net);
@@ -207,7 +181,7 @@ fn two_flex_devices_follow_the_one_device_loss_curve_with_per_replica_batchnorm(
 
 #[test]
 fn a_resumed_two_device_run_matches_an_uninterrupted_one() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     // Two flex workers add their two gradients (and average their two running-statistics
     // updates) in either order to the same result, so a two-device run is deterministic.
     let optim = "name = \"rmsprop-tf\"\nlr = 0.016";

@@ -1,5 +1,7 @@
 //! bf16/f16 inference on flex against f32, and the refusal to train in them.
 
+mod common;
+
 use burn::prelude::*;
 use effnet_config::{EffnetConfig, Precision};
 use effnet_model::EfficientNet;
@@ -7,9 +9,6 @@ use effnet_train::data::open_dataset;
 use effnet_train::evaluate::evaluate_net_at;
 use effnet_train::trainer::{ConfigSource, train};
 use std::path::{Path, PathBuf};
-
-/// flex has one process-wide RNG: the trained run must not interleave with another test's draws.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Test-split top-1 of bf16/f16 against f32, as a fraction (0.03 = 3 points = 11 of the 359 test
 /// images; measured 1.4 points in bf16 and 0.8 in f16 on this barely trained model).
@@ -23,26 +22,7 @@ const F16_LOSS_REL_TOL: f64 = 2e-2;
 fn config(precision: &str) -> ConfigSource {
     let text = format!(
         r#"
-[model]
-variant = "custom"
-width = 0.25
-depth = 0.25
-resolution = 16
-num_classes = 10
-dropout = 0.0
-drop_connect_rate = 0.0
-bn_momentum = 0.9
-[data]
-dataset = "cifar100"
-path = "{}"
-mean = [0.5, 0.5, 0.5]
-std = [0.5, 0.5, 0.5]
-crop_fraction = 1.0
-num_workers = 0
-[data.augment]
-scale = [0.7, 1.0]
-hflip = 0.0
-[train]
+{common}[train]
 epochs = 3
 batch_size = 128
 seed = 7
@@ -58,7 +38,7 @@ decay_rate = 0.9
 [runtime]
 precision = "{precision}"
 "#,
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/digits").display()
+        common = common::tiny_model_and_data()
     );
     let file = PathBuf::from("p.toml");
     ConfigSource { config: EffnetConfig::from_toml_str(&text, &file).unwrap(), file }
@@ -66,7 +46,7 @@ precision = "{precision}"
 
 #[test]
 fn bf16_and_f16_inference_agree_with_f32() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     let dir = std::env::temp_dir().join(format!("effnet-precision-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let src = config("f32");
@@ -101,7 +81,7 @@ fn bf16_and_f16_inference_agree_with_f32() {
 
 #[test]
 fn training_in_bf16_is_refused_with_the_reason() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     let e = train(&config("bf16"), &std::env::temp_dir().join("effnet-never"), false).unwrap_err().to_string();
     assert_eq!(
         e,

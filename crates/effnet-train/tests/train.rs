@@ -1,43 +1,18 @@
 //! Training end to end on the embedded digits dataset: the loss falls, the run directory is
 //! complete, and a resumed run reproduces an uninterrupted one.
 
+mod common;
+
 use effnet_config::EffnetConfig;
 use effnet_train::progress::EpochRow;
 use effnet_train::trainer::{ConfigSource, read_metrics, train};
 use std::path::{Path, PathBuf};
 
-/// flex has one process-wide RNG (model init, dropout masks): runs compared by seed take turns,
-/// or a concurrent test's draws land between a seed and the draws it fixes.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// A tiny, deterministic run: narrow model at 16 px, no dropout or drop-connect, one worker.
 fn tiny(epochs: usize, extra: &str) -> ConfigSource {
     let text = format!(
         r#"
-[model]
-variant = "custom"
-width = 0.25
-depth = 0.25
-resolution = 16
-num_classes = 10
-dropout = 0.0
-drop_connect_rate = 0.0
-bn_momentum = 0.9
-[data]
-dataset = "cifar100"
-path = "{}"
-mean = [0.5, 0.5, 0.5]
-std = [0.5, 0.5, 0.5]
-crop_fraction = 1.0
-num_workers = 0
-[data.augment]
-scale = [0.7, 1.0]
-hflip = 0.0
-[train]
+{common}[train]
 epochs = {epochs}
 batch_size = 128
 seed = 7
@@ -53,7 +28,7 @@ decay_epochs = 1.0
 decay_rate = 0.9
 {extra}
 "#,
-        repo().join("datasets/digits").display()
+        common = common::tiny_model_and_data()
     );
     let file = PathBuf::from("tiny.toml");
     ConfigSource { config: EffnetConfig::from_toml_str(&text, &file).unwrap(), file }
@@ -71,7 +46,7 @@ fn rows(dir: &Path, split: &str) -> Vec<EpochRow> {
 
 #[test]
 fn loss_falls_and_the_run_directory_is_complete() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     let dir = tmp("falls");
     let summary = train(&tiny(3, ""), &dir, false).unwrap();
     let tr = rows(&dir, "train");
@@ -105,7 +80,7 @@ fn loss_falls_and_the_run_directory_is_complete() {
 
 #[test]
 fn resumed_run_matches_an_uninterrupted_one() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     let whole = tmp("whole");
     train(&tiny(2, ""), &whole, false).unwrap();
     let parts = tmp("parts");
@@ -126,7 +101,7 @@ fn resumed_run_matches_an_uninterrupted_one() {
 
 #[test]
 fn a_diverging_run_stops_with_a_clear_message() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     let dir = tmp("nan");
     let src = tiny(2, "");
     let mut cfg = src.config.clone();
@@ -153,7 +128,7 @@ fn a_backend_that_was_not_compiled_in_is_a_clear_error() {
 
 #[test]
 fn fine_tuning_from_weights_with_a_frozen_backbone_phase() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial();
     // Pretrain 1 epoch, then fine-tune from its weights on the same data: 1 epoch with the
     // backbone frozen, 1 with everything training.
     let pre = tmp("pre");

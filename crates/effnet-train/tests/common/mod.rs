@@ -1,0 +1,41 @@
+//! Pieces shared by the training tests (`mod common;` in each).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// The `[model]` and `[data]` sections of the tiny deterministic run: a narrow model at 16 px on
+/// the embedded digits, no dropout or drop-connect, one loader thread.
+pub fn tiny_model_and_data() -> String {
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/digits");
+    format!(
+        r#"
+[model]
+variant = "custom"
+width = 0.25
+depth = 0.25
+resolution = 16
+num_classes = 10
+dropout = 0.0
+drop_connect_rate = 0.0
+bn_momentum = 0.9
+[data]
+dataset = "cifar100"
+path = "{}"
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+crop_fraction = 1.0
+num_workers = 0
+[data.augment]
+scale = [0.7, 1.0]
+hflip = 0.0
+"#,
+        digits.display()
+    )
+}
+
+/// flex has one process-wide RNG (model init, dropout masks): tests that train take turns, or
+/// a concurrent test's draws land between a seed and the draws it fixes.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
