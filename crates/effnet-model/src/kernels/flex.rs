@@ -3,11 +3,11 @@
 //! Other backends never reach this file: [`super::fast_path`] routes them to burn's own ops.
 
 use super::{batchnorm, depthwise, pointwise, simd};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
@@ -69,6 +69,13 @@ fn contiguous(x: FlexTensor) -> FlexTensor {
 
 fn new_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(burn::tensor::Bytes::from_elems(data), Layout::contiguous(shape), DType::F32)
+}
+
+/// Registers a computed gradient for a tracked parent, shaped like `like`.
+fn register(grads: &mut Gradients, node: Option<NodeId>, grad: Option<Vec<f32>>, like: &Shape) {
+    if let (Some(id), Some(g)) = (node, grad) {
+        grads.register::<Flex>(id, new_tensor(g, like.clone()));
+    }
 }
 
 fn slice(x: &FlexTensor) -> &[f32] {
@@ -295,12 +302,8 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let (x, w, g) = ops.state;
         let (dx, dw) = depthwise::backward(&g, slice(&x), slice(&w), slice(&grad), node_x.is_some(), node_w.is_some());
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, new_tensor(dx, x.layout().shape().clone()));
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            grads.register::<Flex>(node.id, new_tensor(dw, w.layout().shape().clone()));
-        }
+        register(grads, node_x.map(|n| n.id), dx, x.layout().shape());
+        register(grads, node_w.map(|n| n.id), dw, w.layout().shape());
     }
 }
 
@@ -345,12 +348,8 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let (x, w) = ops.state;
         let d = pw_dims(&x, &w);
         let (dx, dw) = pointwise::backward(&d, slice(&x), slice(&w), slice(&grad), node_x.is_some(), node_w.is_some());
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, new_tensor(dx, x.layout().shape().clone()));
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            grads.register::<Flex>(node.id, new_tensor(dw, w.layout().shape().clone()));
-        }
+        register(grads, node_x.map(|n| n.id), dx, x.layout().shape());
+        register(grads, node_w.map(|n| n.id), dw, w.layout().shape());
     }
 }
 
@@ -370,15 +369,10 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let d = bn_dims(&x);
         let (mean, var) = slice(&stats).split_at(d.channels);
         let (dx, dgamma, dbeta) = batchnorm::backward(&d, slice(&x), slice(&grad), mean, var, slice(&gamma), self.eps);
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, new_tensor(dx, x.layout().shape().clone()));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, new_tensor(dgamma, Shape::from([d.channels])));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, new_tensor(dbeta, Shape::from([d.channels])));
-        }
+        let channels = Shape::from([d.channels]);
+        register(grads, node_x.map(|n| n.id), Some(dx), x.layout().shape());
+        register(grads, node_gamma.map(|n| n.id), Some(dgamma), &channels);
+        register(grads, node_beta.map(|n| n.id), Some(dbeta), &channels);
     }
 }
 
