@@ -108,7 +108,7 @@ pub fn run(spec: &BenchSpec, device: &Device, impl_name: &str) -> BenchResult {
         batch: spec.batch,
         resolution: spec.resolution,
         classes: spec.arch.num_classes,
-        threads: rayon_threads(),
+        threads: cores(),
         images_per_sec: spec.batch as f64 / median,
         median_step_s: median,
         step_s,
@@ -116,7 +116,8 @@ pub fn run(spec: &BenchSpec, device: &Device, impl_name: &str) -> BenchResult {
     }
 }
 
-fn rayon_threads() -> usize {
+/// Cores this process may use (the peers are run with as many threads).
+fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 

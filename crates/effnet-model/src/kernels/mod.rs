@@ -103,11 +103,6 @@ pub fn is_enabled(kernel: Kernel) -> bool {
     mask() & kernel as u8 != 0
 }
 
-/// Whether any kernel is switched on.
-pub fn enabled() -> bool {
-    mask() != 0
-}
-
 /// Switches exactly `kernels` on for the whole process.
 pub fn select(kernels: &[Kernel]) {
     MASK.store(kernels.iter().fold(0, |m, k| m | *k as u8), Ordering::Relaxed);
