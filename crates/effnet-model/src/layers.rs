@@ -1,5 +1,6 @@
 //! Small building blocks: activation, conv + BN (+ activation), squeeze-excitation, drop path.
 
+use crate::kernels;
 use crate::norm::BatchNorm;
 use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -11,7 +12,7 @@ use effnet_config::{Activation, Padding};
 /// Applies an activation function.
 pub fn activate(act: Activation, x: Tensor<4>) -> Tensor<4> {
     match act {
-        Activation::Swish => crate::kernels::silu(x),
+        Activation::Swish => kernels::silu(x),
         Activation::Relu6 => burn::tensor::activation::relu(x).clamp_max(6.0),
     }
 }
@@ -87,12 +88,51 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = crate::kernels::conv2d(&self.conv, x);
+        if kernels::is_pointwise(&self.conv) && self.fusable(&x) {
+            return self.forward_pointwise_fused(x, None, None);
+        }
+        let x = kernels::conv2d(&self.conv, x);
         match self.act {
             Some(Activation::Swish) => self.bn.forward_silu(x),
             Some(a) => activate(a, self.bn.forward(x)),
             None => self.bn.forward(x),
         }
+    }
+}
+
+impl ConvBnAct {
+    /// The activation as a fused kernel's epilogue.
+    fn fused_act(&self) -> kernels::Act {
+        match self.act {
+            None => kernels::Act::Identity,
+            Some(Activation::Swish) => kernels::Act::Silu,
+            Some(Activation::Relu6) => kernels::Act::Relu6,
+        }
+    }
+
+    /// Whether the fused inference kernels apply on `x` (off autodiff, BN uses its running
+    /// statistics).
+    pub fn fusable(&self, x: &Tensor<4>) -> bool {
+        kernels::fused_inference(x)
+    }
+
+    /// Inference through one fused kernel (the caller checked [`Self::fusable`] and that the
+    /// conv is 1×1): `act(bn(conv(gates ⊙ x))) + residual`.
+    pub fn forward_pointwise_fused(
+        &self,
+        x: Tensor<4>,
+        gates: Option<&[f32]>,
+        residual: Option<Tensor<4>>,
+    ) -> Tensor<4> {
+        let (scale, shift) = self.bn.folded();
+        kernels::pointwise_bn_act(x, &self.conv, (&scale, &shift), self.fused_act(), gates, residual)
+    }
+
+    /// Inference through one fused kernel (the caller checked [`Self::fusable`] and that the
+    /// conv is depthwise): `act(bn(conv(x)))` and, with `squeeze`, its `[n, c]` spatial means.
+    pub fn forward_depthwise_fused(&self, x: Tensor<4>, squeeze: bool) -> (Tensor<4>, Option<Vec<f32>>) {
+        let (scale, shift) = self.bn.folded();
+        kernels::depthwise_bn_act(x, &self.conv, (&scale, &shift), self.fused_act(), squeeze)
     }
 }
 
@@ -121,8 +161,18 @@ impl SqueezeExcite {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let s = x.clone().mean_dim(2).mean_dim(3);
         let s = activate(self.act, self.reduce.forward(s));
-        let s = crate::kernels::sigmoid(self.expand.forward(s));
-        crate::kernels::channel_scale(x, s)
+        let s = kernels::sigmoid(self.expand.forward(s));
+        kernels::channel_scale(x, s)
+    }
+
+    /// Inference on the fused path: the `[n, c]` gates from the squeezed means (the rescale
+    /// itself is folded into the projection that follows).
+    pub fn gates(&self, means: &[f32]) -> Vec<f32> {
+        let act = match self.act {
+            Activation::Swish => kernels::Act::Silu,
+            Activation::Relu6 => kernels::Act::Relu6,
+        };
+        kernels::se_gates(means, &self.reduce, &self.expand, act)
     }
 }
 

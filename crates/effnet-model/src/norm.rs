@@ -68,6 +68,17 @@ impl BatchNorm {
         )
     }
 
+    /// The inference normalisation as per-channel `(scale, shift)` (the fused kernels' form).
+    pub fn folded(&self) -> (Vec<f32>, Vec<f32>) {
+        crate::kernels::fold_batch_norm(
+            self.gamma.val(),
+            self.beta.val(),
+            self.running_mean.value(),
+            self.running_var.value(),
+            self.epsilon,
+        )
+    }
+
     /// Replaces the running statistics by copies of their current values that no clone shares.
     pub fn unshare_running_state(&mut self) {
         self.running_mean = RunningState::new(self.running_mean.value_sync());

@@ -158,33 +158,200 @@ impl Phases {
 /// Output columns computed together in registers.
 const LANES: usize = 8;
 
+/// Lane blocks computed together (independent accumulators).
+const GROUP: usize = 4;
+
+/// Minimum run of finished outputs handed to the fused epilogue at once.
+const EPILOGUE: usize = 256;
+
 /// `y[n,c] = x[n,c] ⋆ w[c]` (cross-correlation, like every deep-learning conv).
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; g.batch * g.channels * g.out_plane()];
+    forward_into(g, x, w, &mut y, None, |_, _| {});
+    y
+}
+
+/// Inference with BatchNorm folded in: every output row becomes `act(scale[c]·y + shift[c])`
+/// while it is still in L1. With `means` (`[n·c]`), each plane's mean
+/// after that (squeeze-excitation's squeeze) is written there in the same pass.
+pub fn forward_affine(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    (scale, shift): (&[f32], &[f32]),
+    act: super::simd::Act,
+    means: Option<&mut [f32]>,
+) -> Vec<f32> {
+    assert!(scale.len() == g.channels && shift.len() == g.channels);
+    let mut y = vec![0.0f32; g.batch * g.channels * g.out_plane()];
+    forward_into(g, x, w, &mut y, means, |c, row| super::simd::affine_act(row, scale[c], shift[c], act));
+    y
+}
+
+/// The forward into `y`, calling `row(channel, outputs)` on each run of finished output rows and,
+/// with `means`, storing each plane's mean after that.
+fn forward_into(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    means: Option<&mut [f32]>,
+    row: impl Fn(usize, &mut [f32]) + Sync,
+) {
     let (kk, ip, op, ow) = (g.kernel * g.kernel, g.in_plane(), g.out_plane(), g.out_width);
     let ph = Phases::new(g);
     let (taps, step) = (ph.taps(g), ph.row_step(g));
-    let mut y = vec![0.0f32; g.batch * g.channels * op];
-    y.par_chunks_mut(op).with_min_len(g.min_planes()).enumerate().for_each_init(Vec::new, |buf, (p, yp)| {
+    let want_sums = means.is_some();
+    let plane = |buf: &mut Vec<f32>, p: usize, yp: &mut [f32]| -> f32 {
         ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
-        let wc = &w[(p % g.channels) * kk..][..kk];
-        for (oh, yr) in yp.chunks_exact_mut(ow).enumerate() {
-            // All k² taps of 8 neighbouring outputs accumulate in registers; one store each.
-            for col in (0..ow).step_by(LANES) {
-                let mut acc = [0.0f32; LANES];
-                let base = oh * step + col;
-                for (&a, &t) in wc.iter().zip(&taps) {
-                    let src = &buf[base + t..][..LANES];
-                    for j in 0..LANES {
-                        acc[j] += a * src[j];
-                    }
-                }
-                let n = LANES.min(ow - col);
-                yr[col..col + n].copy_from_slice(&acc[..n]);
+        let c = p % g.channels;
+        let row_c = |run: &mut [f32]| row(c, run);
+        forward_plane(&taps, step, ow, &w[c * kk..][..kk], buf, yp, &row_c, want_sums)
+    };
+    let tasks = y.par_chunks_mut(op).with_min_len(g.min_planes()).enumerate();
+    match means {
+        Some(means) => {
+            assert_eq!(means.len(), g.batch * g.channels);
+            tasks.zip(means.par_iter_mut()).for_each_init(Vec::new, |buf, ((p, yp), m)| {
+                *m = plane(buf, p, yp) / op as f32;
+            })
+        }
+        None => tasks.for_each_init(Vec::new, |buf, (p, yp)| {
+            plane(buf, p, yp);
+        }),
+    }
+}
+
+/// `G` blocks of 8 neighbouring outputs whose taps start at the phase-layout offsets `bases`:
+/// all k² taps accumulate in registers, in G independent add chains.
+#[inline(always)]
+fn tap_blocks<const F: bool, const G: usize>(
+    wc: &[f32],
+    taps: &[usize],
+    buf: &[f32],
+    bases: [usize; G],
+) -> [[f32; LANES]; G] {
+    let mut acc = [[0.0f32; LANES]; G];
+    for (&a, &t) in wc.iter().zip(taps) {
+        for (acc, &base) in acc.iter_mut().zip(&bases) {
+            let src = &buf[base + t..][..LANES];
+            for j in 0..LANES {
+                acc[j] = super::simd::madd::<F>(a, src[j], acc[j]);
             }
         }
-    });
-    y
+    }
+    acc
 }
+
+/// One output plane `yp` from its phase-layout input `buf` (see [`forward_into`]); returns the
+/// sum of the outputs after `row` when `want_sums`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_plane_body<const F: bool>(
+    taps: &[usize],
+    step: usize,
+    ow: usize,
+    wc: &[f32],
+    buf: &[f32],
+    yp: &mut [f32],
+    row: &dyn Fn(&mut [f32]),
+    want_sums: bool,
+) -> f32 {
+    // The plane's 8-output blocks in row-major order, GROUP at a time (across row ends too:
+    // a 7×7 map has one block per row), so GROUP independent add chains hide the add latency.
+    let per_row = ow.div_ceil(LANES);
+    let total = (yp.len() / ow) * per_row;
+    let at = |f: usize| (f / per_row, f % per_row * LANES);
+    let store = |yp: &mut [f32], f: usize, acc: &[f32; LANES]| {
+        let (oh, col) = at(f);
+        let yr = &mut yp[oh * ow..][..ow];
+        // A fixed-size copy for full blocks: a variable length calls memmove.
+        match yr.get_mut(col..col + LANES) {
+            Some(dst) => dst.copy_from_slice(acc),
+            None => yr[col..].iter_mut().zip(acc).for_each(|(d, v)| *d = *v),
+        }
+    };
+    let base = |f: usize| {
+        let (oh, col) = at(f);
+        oh * step + col
+    };
+    let (mut sum, mut done) = (0.0f32, 0);
+    let mut f = 0;
+    while f < total {
+        if f + GROUP <= total {
+            let acc = tap_blocks::<F, GROUP>(wc, taps, buf, std::array::from_fn(|i| base(f + i)));
+            acc.iter().enumerate().for_each(|(i, a)| store(yp, f + i, a));
+            f += GROUP;
+        } else {
+            store(yp, f, &tap_blocks::<F, 1>(wc, taps, buf, [base(f)])[0]);
+            f += 1;
+        }
+        // Finished rows go through `row` in runs of at least EPILOGUE elements (still in L1).
+        let end = f / per_row * ow;
+        if end - done >= EPILOGUE || (f == total && end > done) {
+            let run = &mut yp[done..end];
+            row(run);
+            if want_sums {
+                sum += super::simd::sum(run);
+            }
+            done = end;
+        }
+    }
+    sum
+}
+
+/// The input gradient of one plane in phase layout (`buf`, zeroed) from its output gradient.
+#[inline(always)]
+fn input_grad_plane_body<const F: bool>(
+    taps: &[usize],
+    step: usize,
+    ow: usize,
+    wc: &[f32],
+    dyp: &[f32],
+    buf: &mut [f32],
+) {
+    for (oh, dyr) in dyp.chunks_exact(ow).enumerate() {
+        for (&a, &t) in wc.iter().zip(taps) {
+            let at = oh * step + t;
+            for (o, &v) in buf[at..at + ow].iter_mut().zip(dyr) {
+                *o = super::simd::madd::<F>(a, v, *o);
+            }
+        }
+    }
+}
+
+/// One plane's k×k weight gradient (added to `acc`) from its phase-layout input `buf`.
+#[inline(always)]
+fn weight_grad_plane_body<const F: bool>(
+    taps: &[usize],
+    step: usize,
+    ow: usize,
+    dyp: &[f32],
+    buf: &[f32],
+    acc: &mut [f32],
+) {
+    for (oh, dyr) in dyp.chunks_exact(ow).enumerate() {
+        for (a, &t) in acc.iter_mut().zip(taps) {
+            *a += super::simd::dot(dyr, &buf[oh * step + t..][..ow]);
+        }
+    }
+}
+
+super::simd::multiversion!(
+    forward_plane,
+    forward_plane_body,
+    (taps: &[usize], step: usize, ow: usize, wc: &[f32], buf: &[f32], yp: &mut [f32], row: &dyn Fn(&mut [f32]), want_sums: bool) -> f32
+);
+super::simd::multiversion!(
+    input_grad_plane,
+    input_grad_plane_body,
+    (taps: &[usize], step: usize, ow: usize, wc: &[f32], dyp: &[f32], buf: &mut [f32])
+);
+super::simd::multiversion!(
+    weight_grad_plane,
+    weight_grad_plane_body,
+    (taps: &[usize], step: usize, ow: usize, dyp: &[f32], buf: &[f32], acc: &mut [f32])
+);
 
 /// Gradients `(dx, dw)` from the output gradient `dy`; either can be skipped.
 pub fn backward(
@@ -211,14 +378,7 @@ pub fn backward(
                     buf.resize(ph.len(g), 0.0);
                 }
                 let wc = &w[(p % g.channels) * kk..][..kk];
-                for (oh, dyr) in dy[p * op..(p + 1) * op].chunks_exact(ow).enumerate() {
-                    for (&a, &t) in wc.iter().zip(&taps) {
-                        let at = oh * step + t;
-                        for (o, &v) in buf[at..at + ow].iter_mut().zip(dyr) {
-                            *o += a * v;
-                        }
-                    }
-                }
+                input_grad_plane(&taps, step, ow, wc, &dy[p * op..(p + 1) * op], buf);
                 ph.gather(g, buf, dxp);
             },
         );
@@ -229,11 +389,7 @@ pub fn backward(
         let mut partial = vec![0.0f32; planes * kk];
         partial.par_chunks_mut(kk).with_min_len(g.min_planes()).enumerate().for_each_init(Vec::new, |buf, (p, acc)| {
             ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
-            for (oh, dyr) in dy[p * op..(p + 1) * op].chunks_exact(ow).enumerate() {
-                for (a, &t) in acc.iter_mut().zip(&taps) {
-                    *a += dot(dyr, &buf[oh * step + t..][..ow]);
-                }
-            }
+            weight_grad_plane(&taps, step, ow, &dy[p * op..(p + 1) * op], buf, acc);
         });
         let mut dw = vec![0.0f32; g.channels * kk];
         for n in 0..g.batch {
@@ -244,19 +400,6 @@ pub fn backward(
         dw
     });
     (dx, dw)
-}
-
-/// `Σ a[i]·b[i]` with 8 partial sums so that the loop vectorises.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let n8 = a.len() / 8 * 8;
-    for (ca, cb) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
-        for j in 0..8 {
-            acc[j] += ca[j] * cb[j];
-        }
-    }
-    acc.iter().sum::<f32>() + a[n8..].iter().zip(&b[n8..]).map(|(p, q)| p * q).sum::<f32>()
 }
 
 #[cfg(test)]
@@ -333,6 +476,32 @@ mod tests {
             check("y", &y, &ry);
             check("dx", &dx.unwrap(), &rdx);
             check("dw", &dw.unwrap(), &rdw);
+
+            // Inference with BN folded in, SiLU/ReLU6, and SE's squeeze from the same pass.
+            let scale = values(g.channels, 300 + i as u32);
+            let shift = values(g.channels, 400 + i as u32);
+            for act in [super::super::Act::Silu, super::super::Act::Relu6, super::super::Act::Identity] {
+                let mut means = vec![0.0; g.batch * g.channels];
+                let y = forward_affine(&g, &x, &w, (&scale, &shift), act, Some(&mut means));
+                let want: Vec<f64> = ry
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &v)| {
+                        let c = j / g.out_plane() % g.channels;
+                        let t = v * scale[c] as f64 + shift[c] as f64;
+                        match act {
+                            super::super::Act::Silu => t / (1.0 + (-t).exp()),
+                            super::super::Act::Relu6 => t.clamp(0.0, 6.0),
+                            super::super::Act::Identity => t,
+                        }
+                    })
+                    .collect();
+                check("fused y", &y, &want);
+                let want_means: Vec<f64> =
+                    want.chunks(g.out_plane()).map(|p| p.iter().sum::<f64>() / g.out_plane() as f64).collect();
+                check("squeeze", &means, &want_means);
+                assert_eq!(forward_affine(&g, &x, &w, (&scale, &shift), act, None), y, "case {i}: without squeeze");
+            }
         }
     }
 

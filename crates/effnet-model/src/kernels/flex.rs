@@ -61,13 +61,13 @@ pub trait EffnetKernels: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn contiguous(x: FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(x: FlexTensor) -> FlexTensor {
     assert_eq!(x.dtype(), DType::F32, "effnet's Flex kernels are f32-only (the caller checks)");
     // `x` is dropped here, so a contiguous input comes back uniquely owned (in-place ops).
     x.to_contiguous()
 }
 
-fn new_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
+pub(super) fn new_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(burn::tensor::Bytes::from_elems(data), Layout::contiguous(shape), DType::F32)
 }
 
@@ -78,7 +78,7 @@ fn register(grads: &mut Gradients, node: Option<NodeId>, grad: Option<Vec<f32>>,
     }
 }
 
-fn slice(x: &FlexTensor) -> &[f32] {
+pub(super) fn slice(x: &FlexTensor) -> &[f32] {
     x.as_slice::<f32>().expect("contiguous f32 tensor")
 }
 
@@ -112,7 +112,12 @@ fn zip(a: FlexTensor, b: FlexTensor, f: fn(&[f32], &[f32], &mut [f32])) -> FlexT
     new_tensor(out, shape)
 }
 
-fn geometry(x: &FlexTensor, w: &FlexTensor, stride: usize, pads: [(usize, usize); 2]) -> depthwise::Geometry {
+pub(super) fn geometry(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    stride: usize,
+    pads: [(usize, usize); 2],
+) -> depthwise::Geometry {
     let d = x.layout().shape();
     let wd = w.layout().shape();
     assert!(d.num_dims() == 4 && wd.num_dims() == 4, "depthwise conv expects 4-D input and weight");
@@ -152,7 +157,7 @@ fn flex_bn_normalize(
     new_tensor(batchnorm::normalize(&d, slice(x), &a, &b), x.layout().shape().clone())
 }
 
-fn pw_dims(x: &FlexTensor, w: &FlexTensor) -> pointwise::Dims {
+pub(super) fn pw_dims(x: &FlexTensor, w: &FlexTensor) -> pointwise::Dims {
     let d = x.layout().shape();
     let wd = w.layout().shape();
     assert!(

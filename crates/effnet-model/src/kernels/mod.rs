@@ -11,6 +11,7 @@
 mod batchnorm;
 mod depthwise;
 mod flex;
+mod fused;
 mod pointwise;
 mod simd;
 
@@ -32,6 +33,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::DType;
 use flex::EffnetKernels;
+pub use simd::Act;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// One switch per kernel family, to measure each one's contribution in the same build.
@@ -46,11 +48,20 @@ pub enum Kernel {
     Pointwise = 8,
     /// Squeeze-excitation's per-channel rescale.
     ChannelScale = 16,
+    /// Inference only: BN folded into the 1×1/depthwise conv outputs with the activation,
+    /// SE's squeeze/rescale and the residual add fused in (see `fused.rs`).
+    Fused = 32,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 5] =
-        [Kernel::Activation, Kernel::Depthwise, Kernel::BatchNorm, Kernel::Pointwise, Kernel::ChannelScale];
+    pub const ALL: [Kernel; 6] = [
+        Kernel::Activation,
+        Kernel::Depthwise,
+        Kernel::BatchNorm,
+        Kernel::Pointwise,
+        Kernel::ChannelScale,
+        Kernel::Fused,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -59,17 +70,18 @@ impl Kernel {
             Kernel::BatchNorm => "batchnorm",
             Kernel::Pointwise => "pointwise",
             Kernel::ChannelScale => "scale",
+            Kernel::Fused => "fused",
         }
     }
 }
 
-const ALL_BITS: u8 = 1 | 2 | 4 | 8 | 16;
+const ALL_BITS: u8 = 1 | 2 | 4 | 8 | 16 | 32;
 /// Bit 7 set: not yet read from the environment.
 const UNREAD: u8 = 0x80;
 static MASK: AtomicU8 = AtomicU8::new(UNREAD);
 
 /// Parses a kernel selection: `all`, `burn` (none: burn's own ops everywhere) or a comma-separated
-/// list of `activation`, `depthwise`, `batchnorm`, `pointwise`, `scale`.
+/// list of `activation`, `depthwise`, `batchnorm`, `pointwise`, `scale`, `fused`.
 pub fn parse_selection(spec: &str) -> Result<Vec<Kernel>, String> {
     match spec.trim() {
         "all" | "effnet" | "" => Ok(Kernel::ALL.to_vec()),
@@ -78,7 +90,7 @@ pub fn parse_selection(spec: &str) -> Result<Vec<Kernel>, String> {
             .split(',')
             .map(|name| {
                 Kernel::ALL.into_iter().find(|k| k.name() == name.trim()).ok_or_else(|| {
-                    format!("unknown kernel `{name}` (expected all, burn, or a list of activation, depthwise, batchnorm, pointwise, scale)")
+                    format!("unknown kernel `{name}` (expected all, burn, or a list of activation, depthwise, batchnorm, pointwise, scale, fused)")
                 })
             })
             .collect(),
@@ -150,46 +162,137 @@ pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
-/// `conv.forward(x)`; on the fast path a bias-free depthwise k×k conv (groups = channels,
-/// dilation 1) goes through the depthwise kernel and a bias-free 1×1 conv through one GEMM per
-/// sample.
-pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, channels, h, w] = x.dims();
+/// Whether `conv` is a bias-free depthwise k×k conv (groups = channels, dilation 1) on
+/// `channels` input channels: the depthwise kernel's case.
+pub fn is_depthwise(conv: &Conv2d, channels: usize) -> bool {
     let [k, k2] = conv.kernel_size;
-    let depthwise = conv.groups == channels
+    conv.groups == channels
         && channels > 1
         && conv.weight.dims()[0] == channels
         && k == k2
         && conv.stride[0] == conv.stride[1]
         && conv.dilation == [1, 1]
-        && conv.bias.is_none();
-    let pointwise = conv.groups == 1
+        && conv.bias.is_none()
+}
+
+/// Whether `conv` is a bias-free 1×1 conv with stride 1 and no padding: one GEMM per sample.
+pub fn is_pointwise(conv: &Conv2d) -> bool {
+    conv.groups == 1
         && conv.kernel_size == [1, 1]
         && conv.stride == [1, 1]
         && conv.dilation == [1, 1]
         && conv.bias.is_none()
-        && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0));
-    if pointwise && use_kernel(Kernel::Pointwise, &x) {
+        && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0))
+}
+
+/// `[(top, bottom), (left, right)]` padding of a square-kernel conv on an `h`×`w` input.
+fn paddings(conv: &Conv2d, h: usize, w: usize) -> [(usize, usize); 2] {
+    let (k, s) = (conv.kernel_size[0], conv.stride[0]);
+    match conv.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Same => [same_padding(h, k, s), same_padding(w, k, s)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+    }
+}
+
+/// `conv.forward(x)`; on the fast path a depthwise conv (see [`is_depthwise`]) goes through the
+/// depthwise kernel and a 1×1 conv (see [`is_pointwise`]) through one GEMM per sample.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, channels, h, w] = x.dims();
+    if is_pointwise(conv) && use_kernel(Kernel::Pointwise, &x) {
         return pointwise_conv2d(conv, x);
     }
-    if !depthwise || !use_kernel(Kernel::Depthwise, &x) {
+    if !is_depthwise(conv, channels) || !use_kernel(Kernel::Depthwise, &x) {
         return conv.forward(x);
     }
-    let s = conv.stride[0];
-    let ((top, bottom), (left, right)) = match conv.padding {
-        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-        PaddingConfig2d::Same => (same_padding(h, k, s), same_padding(w, k, s)),
-        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
-    };
+    let [(top, bottom), (left, right)] = paddings(conv, h, w);
     Tensor::from_dispatch(<Dispatch as EffnetKernels>::depthwise_conv2d(
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),
-        s,
+        conv.stride[0],
         top,
         bottom,
         left,
         right,
     ))
+}
+
+/// Whether the fused inference kernels apply to `x`: f32 on Flex without autodiff, with the
+/// `fused` kernel family on.
+pub fn fused_inference(x: &Tensor<4>) -> bool {
+    is_enabled(Kernel::Fused) && fast_path(x) && !x.device().is_autodiff()
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
+}
+
+/// Inference BatchNorm as a per-channel `(scale, shift)`: `scale = γ/√(var + ε)`,
+/// `shift = β − mean·scale` (computed in f64).
+pub fn fold_batch_norm(
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let [g, b, m, v] = [gamma, beta, mean, var].map(to_vec);
+    batchnorm::affine(&m, &v, &g, &b, epsilon)
+}
+
+/// Fused inference (see [`fused_inference`]): `act(scale ⊙ conv(gates ⊙ x) + shift) + residual`
+/// for a 1×1 `conv` ([`is_pointwise`]), where `gates` are SE's `[n, c_in]` channel gates.
+pub fn pointwise_bn_act(
+    x: Tensor<4>,
+    conv: &Conv2d,
+    bn: (&[f32], &[f32]),
+    act: Act,
+    gates: Option<&[f32]>,
+    residual: Option<Tensor<4>>,
+) -> Tensor<4> {
+    debug_assert!(is_pointwise(conv));
+    fused::tensor(fused::pointwise_affine(
+        fused::primitive(x),
+        fused::primitive(conv.weight.val()),
+        bn,
+        act,
+        gates,
+        residual.map(fused::primitive),
+    ))
+}
+
+/// Fused inference (see [`fused_inference`]): `act(scale ⊙ conv(x) + shift)` for a depthwise
+/// `conv` ([`is_depthwise`]) and, with `squeeze`, the `[n, c]` spatial means of the result.
+pub fn depthwise_bn_act(
+    x: Tensor<4>,
+    conv: &Conv2d,
+    bn: (&[f32], &[f32]),
+    act: Act,
+    squeeze: bool,
+) -> (Tensor<4>, Option<Vec<f32>>) {
+    let [_, channels, h, w] = x.dims();
+    debug_assert!(is_depthwise(conv, channels));
+    let pads = paddings(conv, h, w);
+    let (y, means) = fused::depthwise_affine(
+        fused::primitive(x),
+        fused::primitive(conv.weight.val()),
+        conv.stride[0],
+        pads,
+        bn,
+        act,
+        squeeze,
+    );
+    (fused::tensor(y), means)
+}
+
+/// Squeeze-excitation's `[n, c]` gates from the squeezed means, for 1×1 convs `reduce`
+/// (`c → r`) and `expand` (`r → c`) with biases: `sigmoid(expand(act(reduce(means))))`.
+pub fn se_gates(means: &[f32], reduce: &Conv2d, expand: &Conv2d, act: Act) -> Vec<f32> {
+    let bias = |c: &Conv2d| c.bias.as_ref().map_or_else(|| vec![0.0; c.weight.dims()[0]], |b| to_vec(b.val()));
+    let channels = expand.weight.dims()[0];
+    let (w1, b1) = (to_vec(reduce.weight.val()), bias(reduce));
+    let (w2, b2) = (to_vec(expand.weight.val()), bias(expand));
+    fused::se_gates(means, channels, (&w1, &b1), (&w2, &b2), act)
 }
 
 /// TensorFlow's SAME padding along one axis: the output is ⌈size/stride⌉ and the odd pixel goes

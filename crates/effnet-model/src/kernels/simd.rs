@@ -13,73 +13,89 @@ use rayon::prelude::*;
 /// enough that rayon's per-task cost stays below 1 %.
 const CHUNK: usize = 16 * 1024;
 
+/// `a·b + c`, as one fused instruction in the FMA instantiations of [`multiversion!`] (the
+/// baseline build has no FMA: there `mul_add` would be a libm call).
+#[inline(always)]
+pub(super) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
 /// `e^x` for `x` in f32 range, Cephes' `expf` polynomial (relative error ≈ 2e-7). Branch-free,
 /// so a loop over it vectorises.
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
+fn exp_with<const F: bool>(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
     // Round to nearest by adding and removing 1.5·2²³ (two vector adds; `f32::round` rounds
     // half away from zero, which costs several instructions per lane).
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = madd::<F>(x, std::f32::consts::LOG2_E, MAGIC);
+    let n = t - MAGIC;
     // ln 2 split in two so that `x - n·ln2` is exact.
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let r = madd::<F>(n, 2.121_944_4e-4, madd::<F>(n, -0.693_359_4, x));
     let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let p = p * r * r + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    p = madd::<F>(p, r, 1.398_199_9e-3);
+    p = madd::<F>(p, r, 8.333_452e-3);
+    p = madd::<F>(p, r, 4.166_579_6e-2);
+    p = madd::<F>(p, r, 1.666_666_5e-1);
+    p = madd::<F>(p, r, 0.5);
+    let p = madd::<F>(p, r * r, r + 1.0);
+    // 2ⁿ straight from `t`'s bits (0x4B40_0000 + n; the shift drops everything above n):
+    // `n as i32` would be Rust's saturating cast, which LLVM scalarises lane by lane with
+    // NaN/overflow checks — that alone made this function 3× slower.
+    p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
 }
 
 #[inline(always)]
-fn sigmoid1(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
+fn sigmoid1<const F: bool>(x: f32) -> f32 {
+    1.0 / (1.0 + exp_with::<F>(-x))
 }
 
 #[inline(always)]
-fn silu_fwd_body(x: &[f32], y: &mut [f32]) {
+fn silu_fwd_body<const F: bool>(x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = v * sigmoid1(v);
+        *o = v * sigmoid1::<F>(v);
     }
 }
 
 /// d silu / dx = s·(1 + x·(1 − s)), s = sigmoid(x).
 #[inline(always)]
-fn silu_bwd_body(x: &[f32], g: &[f32], dx: &mut [f32]) {
+fn silu_bwd_body<const F: bool>(x: &[f32], g: &[f32], dx: &mut [f32]) {
     for ((o, &v), &gr) in dx.iter_mut().zip(x).zip(g) {
-        let s = sigmoid1(v);
+        let s = sigmoid1::<F>(v);
         *o = gr * s * (1.0 + v * (1.0 - s));
     }
 }
 
 #[inline(always)]
-fn sigmoid_fwd_body(x: &[f32], y: &mut [f32]) {
+fn sigmoid_fwd_body<const F: bool>(x: &[f32], y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = sigmoid1(v);
+        *o = sigmoid1::<F>(v);
     }
 }
 
 /// From the forward's output `y`: dx = g·y·(1 − y) (no exponential at all).
 #[inline(always)]
-fn sigmoid_bwd_body(y: &[f32], g: &[f32], dx: &mut [f32]) {
+fn sigmoid_bwd_body<const F: bool>(y: &[f32], g: &[f32], dx: &mut [f32]) {
     for ((o, &s), &gr) in dx.iter_mut().zip(y).zip(g) {
         *o = gr * s * (1.0 - s);
     }
 }
 
-/// Instantiates a body for AVX-512 and for AVX2+FMA and picks the best at run time.
+/// Instantiates a body for AVX-512 and for AVX2+FMA and picks the best at run time (the crate
+/// is built for baseline x86-64, i.e. SSE2, so that the binary runs on any x86-64 CPU). Bodies
+/// take `<const FMA: bool>`: true in the two vector instantiations (see [`madd`]).
 macro_rules! multiversion {
-    ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
+    ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                unsafe fn v4($($arg: $ty),*) { $body($($arg),*) }
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? { $body::<true>($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn v3($($arg: $ty),*) { $body($($arg),*) }
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? { $body::<true>($($arg),*) }
                 if std::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU supports the enabled target features (checked above).
                     return unsafe { v4($($arg),*) };
@@ -89,25 +105,51 @@ macro_rules! multiversion {
                     return unsafe { v3($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            $body::<false>($($arg),*)
         }
     };
 }
+pub(super) use multiversion;
 
 #[inline(always)]
-fn silu_in_place_body(y: &mut [f32]) {
+fn silu_in_place_body<const F: bool>(y: &mut [f32]) {
     for v in y.iter_mut() {
-        *v *= sigmoid1(*v);
+        *v *= sigmoid1::<F>(*v);
     }
 }
 
 #[inline(always)]
-fn sigmoid_in_place_body(y: &mut [f32]) {
+fn sigmoid_in_place_body<const F: bool>(y: &mut [f32]) {
     for v in y.iter_mut() {
-        *v = sigmoid1(*v);
+        *v = sigmoid1::<F>(*v);
     }
 }
 
+#[inline(always)]
+fn affine_body<const F: bool>(y: &mut [f32], a: f32, b: f32) {
+    for v in y.iter_mut() {
+        *v = madd::<F>(*v, a, b);
+    }
+}
+
+#[inline(always)]
+fn affine_silu_body<const F: bool>(y: &mut [f32], a: f32, b: f32) {
+    for v in y.iter_mut() {
+        let t = madd::<F>(*v, a, b);
+        *v = t * sigmoid1::<F>(t);
+    }
+}
+
+#[inline(always)]
+fn affine_relu6_body<const F: bool>(y: &mut [f32], a: f32, b: f32) {
+    for v in y.iter_mut() {
+        *v = madd::<F>(*v, a, b).clamp(0.0, 6.0);
+    }
+}
+
+multiversion!(affine_simd, affine_body, (y: &mut [f32], a: f32, b: f32));
+multiversion!(affine_relu6_simd, affine_relu6_body, (y: &mut [f32], a: f32, b: f32));
+multiversion!(affine_silu_simd, affine_silu_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(silu_fwd_simd, silu_fwd_body, (x: &[f32], y: &mut [f32]));
 multiversion!(silu_in_place_simd, silu_in_place_body, (y: &mut [f32]));
 multiversion!(sigmoid_in_place_simd, sigmoid_in_place_body, (y: &mut [f32]));
@@ -136,6 +178,52 @@ fn in_place(y: &mut [f32], f: fn(&mut [f32])) {
         return f(y);
     }
     y.par_chunks_mut(CHUNK).for_each(f);
+}
+
+/// `Σ x` in eight interleaved partial sums: a plain `iter().sum()` is one serial chain of adds
+/// (float addition is not reassociated), which costs a full add latency per element.
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            acc[j] += c[j];
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `Σ aᵢ·bᵢ` in eight interleaved partial sums (see [`sum`]).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; 8];
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().sum::<f32>() + ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum::<f32>()
+}
+
+/// The activation a fused inference kernel applies after the folded BatchNorm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    Silu,
+    Relu6,
+}
+
+/// `y ← act(a·y + b)` on one short run (no threads: the fused inference kernels call it per
+/// output row or row segment while it is in cache).
+pub fn affine_act(y: &mut [f32], a: f32, b: f32, act: Act) {
+    match act {
+        Act::Identity => affine_simd(y, a, b),
+        Act::Silu => affine_silu_simd(y, a, b),
+        Act::Relu6 => affine_relu6_simd(y, a, b),
+    }
 }
 
 /// `y ← y·sigmoid(y)`.
@@ -186,7 +274,9 @@ mod tests {
         for i in -8700..=8800 {
             let x = i as f32 / 100.0;
             let exact = (x as f64).exp();
-            worst = worst.max(((exp(x) as f64 - exact) / exact).abs());
+            for got in [exp_with::<false>(x), exp_with::<true>(x)] {
+                worst = worst.max(((got as f64 - exact) / exact).abs());
+            }
         }
         assert!(worst < 3e-7, "worst relative error {worst:e}");
     }
