@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod info;
+mod memory;
 mod model_args;
 mod npy;
 mod run;
@@ -190,6 +191,7 @@ enum DataCommand {
 }
 
 fn main() -> ExitCode {
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { variant, config, json } => info::run_info(variant.as_deref(), config.as_deref(), json),

@@ -88,8 +88,14 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if kernels::is_pointwise(&self.conv) && self.fusable(&x) {
-            return self.forward_pointwise_fused(x, None, None);
+        if self.fusable(&x) {
+            if kernels::is_pointwise(&self.conv) {
+                return self.forward_pointwise_fused(x, None, None);
+            }
+            if kernels::is_dense(&self.conv) {
+                let (scale, shift) = self.bn.folded();
+                return kernels::conv_bn_act(x, &self.conv, (&scale, &shift), self.fused_act());
+            }
         }
         let x = kernels::conv2d(&self.conv, x);
         match self.act {

@@ -15,6 +15,7 @@ use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::Shape;
+use rayon::prelude::*;
 
 /// The contiguous Flex primitive of a non-autodiff f32 tensor.
 pub fn primitive<const D: usize>(t: Tensor<D>) -> FlexTensor {
@@ -60,6 +61,43 @@ pub fn depthwise_affine(
     let mut means = squeeze.then(|| vec![0.0f32; g.batch * g.channels]);
     let y = depthwise::forward_affine(&g, slice(&x), slice(&w), bn, act, means.as_deref_mut());
     (new_tensor(y, Shape::from([g.batch, g.channels, g.out_height, g.out_width])), means)
+}
+
+/// `act(scale ⊙ conv(x) + shift)` for a dense (groups = 1) k×k conv without bias (the stem):
+/// the input is unfolded into `[n, c_in·k·k, out_h·out_w]` columns (im2col) and multiplied by
+/// the `[c_out, c_in·k·k]` weights with the epilogue of [`pointwise::forward_affine`].
+pub fn conv_affine(
+    x: FlexTensor,
+    w: FlexTensor,
+    stride: usize,
+    [(top, bottom), (left, right)]: [(usize, usize); 2],
+    bn: (&[f32], &[f32]),
+    act: Act,
+) -> FlexTensor {
+    let (xd, wd) = (x.layout().shape().clone(), w.layout().shape().clone());
+    let ([n, cin, h, wi], [cout, wc, k, k2]) = ([xd[0], xd[1], xd[2], xd[3]], [wd[0], wd[1], wd[2], wd[3]]);
+    assert!(wc == cin && k == k2, "conv weight {wd:?} for input {xd:?}");
+    let out_h = (h + top + bottom - k) / stride + 1;
+    let out_w = (wi + left + right - k) / stride + 1;
+    let (rows, plane) = (cin * k * k, out_h * out_w);
+    let xs = slice(&x);
+    let mut cols = vec![0.0f32; n * rows * plane];
+    cols.par_chunks_mut(plane).enumerate().for_each(|(r, dst)| {
+        let (s, row) = (r / rows, r % rows);
+        let (c, kh, kw) = (row / (k * k), row / k % k, row % k);
+        let src = &xs[(s * cin + c) * h * wi..][..h * wi];
+        for (oh, d) in dst.chunks_exact_mut(out_w).enumerate() {
+            let Some(ih) = (oh * stride + kh).checked_sub(top).filter(|&ih| ih < h) else { continue };
+            for (ow, v) in d.iter_mut().enumerate() {
+                if let Some(iw) = (ow * stride + kw).checked_sub(left).filter(|&iw| iw < wi) {
+                    *v = src[ih * wi + iw];
+                }
+            }
+        }
+    });
+    let d = pointwise::Dims { batch: n, cin: rows, cout, plane };
+    let y = pointwise::forward_affine(&d, &cols, slice(&w), bn, act, None, None);
+    new_tensor(y, Shape::from([n, cout, out_h, out_w]))
 }
 
 /// Squeeze-excitation's gates from the squeezed `[n, c]` means:

@@ -285,6 +285,29 @@ pub fn depthwise_bn_act(
     (fused::tensor(y), means)
 }
 
+/// Whether `conv` is a dense (groups = 1) square k×k conv without bias or dilation: the stem,
+/// which [`conv_bn_act`] runs as im2col + GEMM with BN and the activation fused.
+pub fn is_dense(conv: &Conv2d) -> bool {
+    let [k, k2] = conv.kernel_size;
+    conv.groups == 1 && k == k2 && conv.stride[0] == conv.stride[1] && conv.dilation == [1, 1] && conv.bias.is_none()
+}
+
+/// Fused inference (see [`fused_inference`]): `act(scale ⊙ conv(x) + shift)` for a dense conv
+/// ([`is_dense`]).
+pub fn conv_bn_act(x: Tensor<4>, conv: &Conv2d, bn: (&[f32], &[f32]), act: Act) -> Tensor<4> {
+    debug_assert!(is_dense(conv));
+    let [_, _, h, w] = x.dims();
+    let pads = paddings(conv, h, w);
+    fused::tensor(fused::conv_affine(
+        fused::primitive(x),
+        fused::primitive(conv.weight.val()),
+        conv.stride[0],
+        pads,
+        bn,
+        act,
+    ))
+}
+
 /// Squeeze-excitation's `[n, c]` gates from the squeezed means, for 1×1 convs `reduce`
 /// (`c → r`) and `expand` (`r → c`) with biases: `sigmoid(expand(act(reduce(means))))`.
 pub fn se_gates(means: &[f32], reduce: &Conv2d, expand: &Conv2d, act: Act) -> Vec<f32> {
