@@ -97,15 +97,18 @@ pub fn stats(d: &Dims, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
 
 /// `y = (x − mean)·γ/√(var + ε) + β`, per channel.
 pub fn normalize(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(d.plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, yp)| {
-        let c = p % d.channels;
-        let (a, b) = (scale[c], shift[c]);
-        for (o, &v) in yp.iter_mut().zip(&x[p * d.plane..][..d.plane]) {
-            *o = v * a + b;
-        }
-    });
-    y
+    // SAFETY: the planes cover the output and each plane's loop writes all of it.
+    unsafe {
+        super::simd::filled(x.len(), |y| {
+            y.par_chunks_mut(d.plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, yp)| {
+                let c = p % d.channels;
+                let (a, b) = (scale[c], shift[c]);
+                for (o, &v) in yp.iter_mut().zip(&x[p * d.plane..][..d.plane]) {
+                    o.write(v * a + b);
+                }
+            })
+        })
+    }
 }
 
 /// [`normalize`] overwriting `x`, optionally followed by SiLU on each plane while it is in cache
@@ -172,14 +175,18 @@ pub fn backward(
             (k1 as f32, k2 as f32, k3 as f32)
         })
         .collect();
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, out)| {
-        let (k1, k2, k3) = coef[p % d.channels];
-        let (xs, gs) = (&x[p * plane..][..plane], &dy[p * plane..][..plane]);
-        for ((o, &xv), &gv) in out.iter_mut().zip(xs).zip(gs) {
-            *o = k1 * gv + k2 * xv + k3;
-        }
-    });
+    // SAFETY: the planes cover dx and each plane's loop writes all of it.
+    let dx = unsafe {
+        super::simd::filled(x.len(), |dx| {
+            dx.par_chunks_mut(plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, out)| {
+                let (k1, k2, k3) = coef[p % d.channels];
+                let (xs, gs) = (&x[p * plane..][..plane], &dy[p * plane..][..plane]);
+                for ((o, &xv), &gv) in out.iter_mut().zip(xs).zip(gs) {
+                    o.write(k1 * gv + k2 * xv + k3);
+                }
+            })
+        })
+    };
     (dx, dgamma, dbeta)
 }
 

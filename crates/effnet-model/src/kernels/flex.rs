@@ -83,16 +83,16 @@ pub(super) fn slice(x: &FlexTensor) -> &[f32] {
 }
 
 /// `f` into a fresh buffer (autodiff keeps the input as state).
-fn map(x: FlexTensor, f: fn(&[f32], &mut [f32])) -> FlexTensor {
+fn map(x: FlexTensor, f: fn(&[f32], &mut [simd::Out])) -> FlexTensor {
     let x = contiguous(x);
     let shape = x.layout().shape().clone();
-    let mut out = vec![0.0f32; shape.num_elements()];
-    f(slice(&x), &mut out);
+    // SAFETY: the simd kernels write every output element (their slices have equal lengths).
+    let out = unsafe { simd::filled(shape.num_elements(), |o| f(slice(&x), o)) };
     new_tensor(out, shape)
 }
 
 /// In inference nobody else holds the input, so the result can overwrite it.
-fn map_in_place(x: FlexTensor, f: fn(&[f32], &mut [f32]), f_in_place: fn(&mut [f32])) -> FlexTensor {
+fn map_in_place(x: FlexTensor, f: fn(&[f32], &mut [simd::Out]), f_in_place: fn(&mut [f32])) -> FlexTensor {
     let mut x = contiguous(x);
     if let Some((start, end)) = x.layout().contiguous_offsets()
         && let Some(buf) = x.try_storage_mut::<f32>()
@@ -103,12 +103,12 @@ fn map_in_place(x: FlexTensor, f: fn(&[f32], &mut [f32]), f_in_place: fn(&mut [f
     map(x, f)
 }
 
-fn zip(a: FlexTensor, b: FlexTensor, f: fn(&[f32], &[f32], &mut [f32])) -> FlexTensor {
+fn zip(a: FlexTensor, b: FlexTensor, f: fn(&[f32], &[f32], &mut [simd::Out])) -> FlexTensor {
     let (a, b) = (contiguous(a), contiguous(b));
     let shape = a.layout().shape().clone();
     assert_eq!(&shape, b.layout().shape(), "gradient shape");
-    let mut out = vec![0.0f32; shape.num_elements()];
-    f(slice(&a), slice(&b), &mut out);
+    // SAFETY: as in `map`.
+    let out = unsafe { simd::filled(shape.num_elements(), |o| f(slice(&a), slice(&b), o)) };
     new_tensor(out, shape)
 }
 
@@ -281,7 +281,7 @@ impl EffnetKernels for Flex {
 /// Backward of a unary element-wise op from one saved tensor and the output gradient (SiLU
 /// saves its input, sigmoid its output).
 #[derive(Debug)]
-struct ElementwiseBackward(fn(&[f32], &[f32], &mut [f32]));
+struct ElementwiseBackward(fn(&[f32], &[f32], &mut [simd::Out]));
 
 impl Backward<Flex, 1> for ElementwiseBackward {
     type State = FlexTensor;

@@ -6,6 +6,7 @@
 //! (9–11 % of a B0 training step), and expressing the conv as a broadcast batched matmul in
 //! burn is slower still (the broadcast weight is materialised per sample in the backward).
 
+use super::simd::{Out, filled};
 use rayon::prelude::*;
 
 /// `[n, c_in, h·w]` input, `[c_out, c_in]` weight.
@@ -26,12 +27,13 @@ struct View {
 }
 
 /// `dst[m×n] (row stride n) (+)= lhs[m×k] · rhs[k×n]`.
-fn matmul(dst: &mut [f32], accumulate: bool, (m, n, k): (usize, usize, usize), lhs: View, rhs: View, threads: usize) {
+fn matmul(dst: &mut [Out], accumulate: bool, (m, n, k): (usize, usize, usize), lhs: View, rhs: View, threads: usize) {
     assert!(dst.len() >= m * n);
     // SAFETY: `dst` holds m×n elements at row stride n; the callers build `lhs`/`rhs` from
     // slices that hold the m×k and k×n elements their strides address (checked by the slice
     // lengths in the callers).
-    unsafe { gemm_raw(dst.as_mut_ptr(), n, accumulate, (m, n, k), lhs, rhs, threads) }
+    // `accumulate` reads `dst`: the callers pass initialised memory then (see `backward`).
+    unsafe { gemm_raw(dst.as_mut_ptr().cast(), n, accumulate, (m, n, k), lhs, rhs, threads) }
 }
 
 /// `dst (+)= lhs · rhs` with `dst` row stride `dst_rs`.
@@ -96,17 +98,20 @@ fn split(batch: usize) -> (bool, usize) {
 /// `y[n] = W · x[n]`.
 pub fn forward(d: &Dims, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (xs, ys) = (d.cin * d.plane, d.cout * d.plane);
-    let mut y = vec![0.0f32; d.batch * ys];
     let (by_sample, threads) = split(d.batch);
-    let one = |(yn, xn): (&mut [f32], &[f32])| {
+    let one = |(yn, xn): (&mut [Out], &[f32])| {
         matmul(yn, false, (d.cout, d.plane, d.cin), row_major(w, d.cout, d.cin), row_major(xn, d.cin, d.plane), threads)
     };
-    if by_sample {
-        y.par_chunks_mut(ys).zip(x.par_chunks(xs)).for_each(one);
-    } else {
-        y.chunks_mut(ys).zip(x.chunks(xs)).for_each(one);
+    // SAFETY: one GEMM per sample writes all of that sample's c_out × plane outputs.
+    unsafe {
+        filled(d.batch * ys, |y| {
+            if by_sample {
+                y.par_chunks_mut(ys).zip(x.par_chunks(xs)).for_each(one);
+            } else {
+                y.chunks_mut(ys).zip(x.chunks(xs)).for_each(one);
+            }
+        })
     }
-    y
 }
 
 /// Output columns per task of [`forward_affine`]: the task's input and output blocks
@@ -210,8 +215,7 @@ pub fn backward(
     let (xs, ys) = (d.cin * d.plane, d.cout * d.plane);
     let (by_sample, threads) = split(d.batch);
     let dx = want_dx.then(|| {
-        let mut dx = vec![0.0f32; d.batch * xs];
-        let one = |(dxn, dyn_): (&mut [f32], &[f32])| {
+        let one = |(dxn, dyn_): (&mut [Out], &[f32])| {
             matmul(
                 dxn,
                 false,
@@ -221,12 +225,16 @@ pub fn backward(
                 threads,
             )
         };
-        if by_sample {
-            dx.par_chunks_mut(xs).zip(dy.par_chunks(ys)).for_each(one);
-        } else {
-            dx.chunks_mut(xs).zip(dy.chunks(ys)).for_each(one);
+        // SAFETY: one GEMM per sample writes all of that sample's c_in × plane gradients.
+        unsafe {
+            filled(d.batch * xs, |dx| {
+                if by_sample {
+                    dx.par_chunks_mut(xs).zip(dy.par_chunks(ys)).for_each(one);
+                } else {
+                    dx.chunks_mut(xs).zip(dy.chunks(ys)).for_each(one);
+                }
+            })
         }
-        dx
     });
     let dw = want_dw.then(|| {
         let ws = d.cout * d.cin;
@@ -239,6 +247,9 @@ pub fn backward(
                 let dyn_ = &dy[n * ys..(n + 1) * ys];
                 let xn = &x[n * xs..(n + 1) * xs];
                 let first = n == g * per;
+                // SAFETY: viewing initialised floats as possibly-uninitialised ones is sound;
+                // only floats are written through the view.
+                let acc = unsafe { &mut *(&mut *acc as *mut [f32] as *mut [Out]) };
                 matmul(
                     acc,
                     !first,
