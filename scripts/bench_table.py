@@ -10,6 +10,7 @@ effnet / peer, and each one's peak RSS.
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -23,8 +24,9 @@ ROWS = [  # (mode, batch, resolution, classes)
 ]
 
 
-def run(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+def run(cmd, env=None):
+    env = None if env is None else dict(os.environ, **env)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -52,17 +54,24 @@ def main():
             common = ["--mode", mode, "--batch", str(batch), "--resolution", str(res), "--classes", str(classes),
                       "--runs", str(a.runs)]
             impls = {"effnet": [a.effnet, "bench", "--variant", "b0", "--json", *common]}
+            envs = {}
             if not a.no_baseline:
                 impls["effnet (burn ops)"] = impls["effnet"] + ["--kernels", "burn"]
             if a.ablation:
-                for k in ["activation", "depthwise", "batchnorm", "pointwise"]:
+                for k in ["activation", "depthwise", "batchnorm", "pointwise", "scale", "fused"]:
                     impls[f"effnet ({k} only)"] = impls["effnet"] + ["--kernels", k]
+                impls["effnet (all but fused)"] = impls["effnet"] + [
+                    "--kernels", "activation,depthwise,batchnorm,pointwise,scale"]
+                # Any MALLOC_* variable makes effnet leave glibc's allocator settings alone
+                # (crates/effnet-cli/src/memory.rs); MALLOC_PERTURB_=0 is glibc's own default.
+                impls["effnet (glibc malloc defaults)"] = impls["effnet"]
+                envs["effnet (glibc malloc defaults)"] = {"MALLOC_PERTURB_": "0"}
             impls["pytorch"] = [a.python, peers, "--impl", "torch", *common]
             if mode == "eval":
                 impls["onnxruntime"] = [a.python, peers, "--impl", "ort", *common]
             for r in range(a.rounds):
                 for name, cmd in impls.items():
-                    j = run(cmd)
+                    j = run(cmd, envs.get(name))
                     j["round"] = r
                     j["label"] = name
                     log.write(json.dumps(j) + "\n")
@@ -106,14 +115,15 @@ def main():
         print(f"| B0 {mode} b{batch} {res}² ({classes} classes) | **{e:.1f}** | {t:.1f} | {fmt(o)} | "
               f"**{e / t:.2f}×** | {'–' if o is None else f'{e / o:.2f}×'} | {fmt(med.get('effnet (burn ops)'))} | "
               f"{rss['effnet']:.0f} / {rss['pytorch']:.0f} / {fmt(rss.get('onnxruntime'))} |")
+    variant = lambda n: n.startswith("effnet (") and n != "effnet (burn ops)"  # noqa: E731
     ablation = [(k, by) for k, by in results.items() if k[0] != "loader" and any("only" in n for n in by)]
     if ablation:
         print()
-        print("| workload | burn ops | " + " | ".join(n for n in ablation[0][1] if "only" in n) + " | all kernels |")
-        print("|---|---|" + "---|" * (sum("only" in n for n in ablation[0][1]) + 1))
+        print("| workload | burn ops | " + " | ".join(n for n in ablation[0][1] if variant(n)) + " | all kernels |")
+        print("|---|---|" + "---|" * (sum(variant(n) for n in ablation[0][1]) + 1))
         for (mode, batch, res, classes), by in ablation:
             med = {k: statistics.median(j["images_per_sec"] for j in v) for k, v in by.items()}
-            cells = " | ".join(f"{med[n]:.1f}" for n in by if "only" in n)
+            cells = " | ".join(f"{med[n]:.1f}" for n in by if variant(n))
             print(f"| B0 {mode} b{batch} {res}² | {med.get('effnet (burn ops)', float('nan')):.1f} | {cells} | "
                   f"{med['effnet']:.1f} |")
 
