@@ -8,7 +8,9 @@
 //! processes. Remote flex devices run burn's generic ops where the local one runs effnet's CPU
 //! kernels, so "float rounding" includes the two implementations' differences.
 
+// effnet-train's shared test pieces (the tiny run's [model]/[data], the flex-RNG turn-taking).
 #[path = "../../effnet-train/tests/common/mod.rs"]
+#[allow(dead_code)] // Whatever else it gains for effnet-train's tests.
 mod common;
 
 use burn::module::{Flag, Module, ModuleMapper, Param};
