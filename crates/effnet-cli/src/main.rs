@@ -8,6 +8,7 @@ mod model_args;
 mod npy;
 mod run;
 mod runtime_args;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -115,6 +116,9 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Host this machine's devices for training or inference driven from another machine, which
+    /// lists them as `ws://HOST:PORT[/INDEX]` in [runtime] devices (cargo feature `remote`).
+    Serve(serve::ServeArgs),
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -209,6 +213,7 @@ fn main() -> ExitCode {
             data::bench(&source.source(), batches, image_size, batch_size, workers, json)
         }
         Command::Bench(args) => bench::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Forward { model, input, output } => run::forward(&model, &input, &output),
         Command::Predict { model, top, json, resolution, crop_fraction, mean, std, images } => {
             let opts = run::PredictOptions { top, json, resolution, crop_fraction, mean, std };

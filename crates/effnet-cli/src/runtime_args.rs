@@ -2,15 +2,24 @@
 
 use anyhow::{Result, anyhow, bail};
 use burn::prelude::Device;
-use effnet_config::{BackendKind, EffnetConfig, Precision, RuntimeConfig, parse_device_list};
+use effnet_config::{BackendKind, DeviceSpec, EffnetConfig, Precision, RuntimeConfig, parse_device_list};
 use effnet_train::devices::{compiled_in, devices_for, missing_feature_message};
 use std::path::Path;
 
-/// Device indices as given to `--devices` (`0` or `0,1`).
+/// Devices as given to `--devices`: indices (`0` or `0,1`) or server addresses
+/// (`ws://a:29501,ws://b:29501/1`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeviceList(pub Vec<usize>);
+pub struct DeviceList(pub Vec<DeviceSpec>);
 
-fn parse_devices(s: &str) -> Result<DeviceList, String> {
+impl DeviceList {
+    /// Whether every entry is a server address (`--devices ws://…` alone then means
+    /// `--backend remote`).
+    fn all_remote(&self) -> bool {
+        self.0.iter().all(|d| matches!(d, DeviceSpec::Remote(_)))
+    }
+}
+
+pub(crate) fn parse_devices(s: &str) -> Result<DeviceList, String> {
     let v = parse_device_list(s)?;
     if v.is_empty() {
         return Err("needs at least one device".into());
@@ -21,12 +30,13 @@ fn parse_devices(s: &str) -> Result<DeviceList, String> {
 /// Backend and devices; each overrides the config's `[runtime]` key of the same name.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RuntimeArgs {
-    /// Compute backend: flex, ndarray, wgpu, vulkan or cuda (overrides [runtime] backend; all
-    /// but flex need the cargo feature of the same name).
+    /// Compute backend: flex, ndarray, wgpu, vulkan, cuda or remote (overrides [runtime] backend;
+    /// all but flex need the cargo feature of the same name).
     #[arg(long, value_parser = |s: &str| s.parse::<BackendKind>())]
     pub backend: Option<BackendKind>,
-    /// Device indices, e.g. `0` or `0,1` (overrides [runtime] devices). Training splits the
-    /// global batch over them; inference uses the first.
+    /// Device indices, e.g. `0` or `0,1`, or `effnet serve` addresses, e.g.
+    /// `ws://10.0.0.1:29501,ws://10.0.0.2:29501/1` (implies --backend remote) (overrides
+    /// [runtime] devices). Training splits the global batch over them; inference uses the first.
     #[arg(long, value_parser = parse_devices)]
     pub devices: Option<DeviceList>,
 }
@@ -40,8 +50,14 @@ impl RuntimeArgs {
             }
             runtime.backend = b;
         }
-        if let Some(DeviceList(d)) = &self.devices {
-            runtime.devices = d.clone();
+        if let Some(list) = &self.devices {
+            if self.backend.is_none() && list.all_remote() {
+                if !compiled_in(BackendKind::Remote) {
+                    bail!("--devices {}: {}", list_text(list), missing_feature_message(BackendKind::Remote));
+                }
+                runtime.backend = BackendKind::Remote;
+            }
+            runtime.devices = list.0.clone();
         }
         Ok(())
     }
@@ -69,6 +85,19 @@ impl RuntimeArgs {
         })?;
         Ok(devices.swap_remove(0))
     }
+}
+
+/// The list as typed: `ws://a:29501,ws://b:29501`.
+fn list_text(list: &DeviceList) -> String {
+    let items: Vec<String> = list
+        .0
+        .iter()
+        .map(|d| match d {
+            DeviceSpec::Index(i) => i.to_string(),
+            DeviceSpec::Remote(s) => s.clone(),
+        })
+        .collect();
+    items.join(",")
 }
 
 /// `--precision` of the inference commands.

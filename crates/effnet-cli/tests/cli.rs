@@ -449,7 +449,9 @@ fn backend_and_devices_flags_are_checked_cleanly() {
     // Not a backend at all: clap's usage error (exit 2) lists the choices.
     let o = effnet(&["eval", "--config", cfg, "--checkpoint", cfg, "--backend", "metal"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("unknown backend \"metal\": expected one of flex, ndarray, wgpu, vulkan, cuda"));
+    assert!(
+        stderr(&o).contains("unknown backend \"metal\": expected one of flex, ndarray, wgpu, vulkan, cuda, remote")
+    );
     // Three devices do not divide the global batch of 128.
     let err = assert_clean_failure(&effnet(&["train", "--config", cfg, "--devices", "0,1,2"]));
     assert!(
@@ -461,6 +463,45 @@ fn backend_and_devices_flags_are_checked_cleanly() {
     assert!(err.contains("device 0 is listed twice"), "{err}");
     let o = effnet(&["train", "--config", cfg, "--devices", "0,x"]);
     assert_eq!(o.status.code(), Some(2));
+    // A malformed server address is a usage error naming it.
+    let o = effnet(&["train", "--config", cfg, "--devices", "ws://10.0.0.2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("\"ws://10.0.0.2\": missing HOST:PORT"), "{}", stderr(&o));
+    // Addresses with a local backend.
+    let err = assert_clean_failure(&effnet(&[
+        "train",
+        "--config",
+        cfg,
+        "--backend",
+        "flex",
+        "--devices",
+        "ws://10.0.0.2:29501,ws://10.0.0.3:29501",
+    ]));
+    assert!(
+        err.contains("key `runtime.devices`: invalid value \"ws://10.0.0.2:29501\": a server address needs runtime.backend = \"remote\" (not \"flex\")"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Without the `remote` feature, `effnet serve` and `ws://` devices say how to get it.
+#[cfg(not(feature = "remote"))]
+#[test]
+fn serve_and_remote_devices_need_the_remote_feature() {
+    let rebuild =
+        "this effnet was built without the `remote` feature; rebuild with `cargo build --release --features remote`";
+    let err = assert_clean_failure(&effnet(&["serve", "--listen", "127.0.0.1:29501"]));
+    assert_eq!(err.trim(), format!("error: effnet serve: {rebuild}"));
+    let dir = tmp_dir("no-remote");
+    let cfg = dir.join("r.toml");
+    std::fs::write(&cfg, "[runtime]\nbackend = \"remote\"\ndevices = [\"ws://127.0.0.1:29501\", \"ws://127.0.0.1:29502\"]\n[train]\nbatch_size = 8\n")
+        .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let err =
+        assert_clean_failure(&effnet(&["train", "--config", cfg, "--run-dir", dir.join("run").to_str().unwrap()]));
+    assert!(err.ends_with(&format!("key `runtime.backend`: invalid value \"remote\": {rebuild}\n")), "{err}");
+    let err = assert_clean_failure(&effnet(&["train", "--config", cfg, "--devices", "ws://127.0.0.1:29501"]));
+    assert_eq!(err.trim(), format!("error: --devices ws://127.0.0.1:29501: {rebuild}"));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

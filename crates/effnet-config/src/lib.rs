@@ -16,8 +16,8 @@ pub use blocks::{BlockArgs, BlockStringError, DEFAULT_BLOCKS, decode_blocks, def
 pub use error::{ConfigError, Invalid};
 pub use scaling::{CompoundCoefficients, Scaling, round_filters, round_repeats};
 pub use schema::{
-    AugmentConfig, BackendKind, DataConfig, DatasetKind, EffnetConfig, Interpolation, LabelKind, ModelConfig,
-    OptimConfig, OptimizerKind, Precision, RuntimeConfig, ScheduleConfig, ScheduleKind, TrainConfig, VariantChoice,
-    parse_device_list,
+    AugmentConfig, BackendKind, DataConfig, DatasetKind, DeviceSpec, EffnetConfig, Interpolation, LabelKind,
+    ModelConfig, OptimConfig, OptimizerKind, Precision, RemoteDevice, RuntimeConfig, ScheduleConfig, ScheduleKind,
+    TrainConfig, VariantChoice, format_device_list, parse_device_list,
 };
 pub use variant::{Family, Variant, VariantParams};

@@ -7,6 +7,10 @@
 //!   [`MultiDeviceOptim::OptimMainDevice`]. Each step the model is copied to every device, each
 //!   device runs forward/backward on its share of the batch, the gradients are sent to the first
 //!   (main) device and **summed** there, and the optimizer steps once on the main device.
+//! - remote (devices of `effnet serve` servers, possibly on other machines): `multi` as above,
+//!   burn's `remote` backend carrying every op and tensor over websockets (servers send tensors
+//!   to each other directly). burn 0.22.1's DDP cannot span servers ("cross-peer all_reduce is not
+//!   supported yet"), so remote runs never use it.
 //! - cuda: [`ExecutionStrategy::ddp`] with `all_reduce_op: Mean` (NCCL inside burn): every
 //!   device keeps its own model and optimizer; gradients are **averaged** by an all-reduce.
 //!
@@ -18,7 +22,7 @@
 use burn::prelude::Device;
 use burn::tensor::distributed::{DistributedConfig, ReduceOperation};
 use burn::train::{ExecutionStrategy, MultiDeviceOptim};
-use effnet_config::{BackendKind, Invalid, RuntimeConfig};
+use effnet_config::{BackendKind, DeviceSpec, Invalid, RuntimeConfig};
 
 /// The message for a backend this binary was built without.
 pub fn missing_feature_message(backend: BackendKind) -> String {
@@ -36,13 +40,21 @@ pub fn compiled_in(backend: BackendKind) -> bool {
         BackendKind::Wgpu => cfg!(feature = "wgpu"),
         BackendKind::Vulkan => cfg!(feature = "vulkan"),
         BackendKind::Cuda => cfg!(feature = "cuda"),
+        BackendKind::Remote => cfg!(feature = "remote"),
     }
 }
 
-/// One device of `backend` with hardware index `index`; `only` is true when it is the run's only
-/// device (wgpu/vulkan then take the best adapter, which also finds a software one).
-#[allow(unused_variables)] // `index`/`only` are unused when no GPU backend is compiled in.
-fn device(backend: BackendKind, index: usize, only: bool) -> Result<Device, Invalid> {
+/// One device of `backend` for the `[runtime] devices` entry `spec`; `only` is true when it is
+/// the run's only device (wgpu/vulkan then take the best adapter, which also finds a software one).
+#[allow(unused_variables)] // `only` is unused when no GPU backend is compiled in.
+fn device(backend: BackendKind, spec: &DeviceSpec, only: bool) -> Result<Device, Invalid> {
+    let index = match (backend, spec) {
+        (BackendKind::Remote, _) => return remote_device(spec),
+        (_, DeviceSpec::Index(i)) => *i,
+        (_, DeviceSpec::Remote(_)) => {
+            return Err(Invalid::new("runtime.devices", spec, "a server address needs runtime.backend = \"remote\""));
+        }
+    };
     match backend {
         // flex has one CPU device: several entries are several workers on the same thread pool.
         BackendKind::Flex => Ok(Device::flex()),
@@ -60,6 +72,26 @@ fn device(backend: BackendKind, index: usize, only: bool) -> Result<Device, Inva
     }
 }
 
+/// Connects the device of an `effnet serve` server that `spec` (`ws://HOST:PORT[/INDEX]`) names.
+#[cfg(feature = "remote")]
+fn remote_device(spec: &DeviceSpec) -> Result<Device, Invalid> {
+    use burn::remote::RemoteHost;
+    let invalid = |reason: String| Invalid::new("runtime.devices", spec, reason);
+    let DeviceSpec::Remote(text) = spec else {
+        return Err(invalid("runtime.backend = \"remote\" needs server addresses: \"ws://HOST:PORT[/INDEX]\"".into()));
+    };
+    let addr = effnet_config::RemoteDevice::parse(text).map_err(invalid)?;
+    Device::remote_options(&RemoteHost::websocket(&addr.url))
+        .device_index(addr.index)
+        .init()
+        .map_err(|e| invalid(format!("cannot connect to device {} of the server at {}: {e}", addr.index, addr.url)))
+}
+
+#[cfg(not(feature = "remote"))]
+fn remote_device(_: &DeviceSpec) -> Result<Device, Invalid> {
+    Err(Invalid::new("runtime.backend", "\"remote\"", missing_feature_message(BackendKind::Remote)))
+}
+
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 fn gpu_kind(index: usize, only: bool) -> burn::tensor::DeviceKind {
     if only && index == 0 {
@@ -72,7 +104,7 @@ fn gpu_kind(index: usize, only: bool) -> burn::tensor::DeviceKind {
 /// The devices `[runtime]` names, main device first.
 pub fn devices_for(runtime: &RuntimeConfig) -> Result<Vec<Device>, Invalid> {
     let only = runtime.devices.len() == 1;
-    runtime.devices.iter().map(|&i| device(runtime.backend, i, only)).collect()
+    runtime.devices.iter().map(|d| device(runtime.backend, d, only)).collect()
 }
 
 /// The compute device for inference and validation: the first of `[runtime] devices`.
@@ -100,6 +132,8 @@ impl Parallelism {
             // burn's DDP needs a backend with collectives: only CUDA (NCCL) has one. flex/ndarray
             // panic with `unimplemented!()` and wgpu "has no transport between its devices".
             (_, BackendKind::Cuda) => Parallelism::Ddp,
+            // Remote devices on several servers: burn's DDP panics ("cross-peer all_reduce is not
+            // supported yet"), so `multi` (gather on the main device) is the remote strategy.
             _ => Parallelism::Multi,
         }
     }
@@ -163,7 +197,11 @@ mod tests {
 
     #[test]
     fn strategies_by_backend_and_device_count() {
-        let rt = |backend, devices: Vec<usize>| RuntimeConfig { backend, devices, ..Default::default() };
+        let rt = |backend, devices: Vec<usize>| RuntimeConfig {
+            backend,
+            devices: devices.into_iter().map(DeviceSpec::Index).collect(),
+            ..Default::default()
+        };
         assert_eq!(Parallelism::for_runtime(&rt(BackendKind::Flex, vec![0])), Parallelism::Single);
         assert_eq!(Parallelism::for_runtime(&rt(BackendKind::Flex, vec![0, 1])), Parallelism::Multi);
         assert_eq!(Parallelism::for_runtime(&rt(BackendKind::Wgpu, vec![0, 1])), Parallelism::Multi);
@@ -171,5 +209,27 @@ mod tests {
         assert_eq!(Parallelism::Multi.summed_replicas(2), 2);
         assert_eq!(Parallelism::Ddp.summed_replicas(2), 1);
         assert_eq!(devices_for(&rt(BackendKind::Flex, vec![0, 1])).unwrap().len(), 2);
+        let remote = RuntimeConfig {
+            backend: BackendKind::Remote,
+            devices: vec![
+                DeviceSpec::Remote("ws://127.0.0.1:9/0".into()),
+                DeviceSpec::Remote("ws://127.0.0.1:9/1".into()),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(Parallelism::for_runtime(&remote), Parallelism::Multi);
+    }
+
+    #[cfg(not(feature = "remote"))]
+    #[test]
+    fn remote_devices_need_the_feature() {
+        let remote = RuntimeConfig {
+            backend: BackendKind::Remote,
+            devices: vec![DeviceSpec::Remote("ws://127.0.0.1:9".into())],
+            ..Default::default()
+        };
+        let e = devices_for(&remote).unwrap_err();
+        assert_eq!(e.key, "runtime.backend");
+        assert!(e.reason.contains("built without the `remote` feature"), "{}", e.reason);
     }
 }
