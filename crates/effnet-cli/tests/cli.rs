@@ -459,6 +459,12 @@ fn backend_and_devices_flags_are_checked_cleanly() {
             && err.contains("--devices"),
         "{err}"
     );
+    // Said once (the error chain used to repeat the config error after itself).
+    assert_eq!(err.matches("key `train.batch_size`").count(), 1, "{err}");
+    let zero = dir.join("zero.toml");
+    std::fs::write(&zero, "[train]\nbatch_size = 0\n").unwrap();
+    let err = assert_clean_failure(&effnet(&["train", "--config", zero.to_str().unwrap()]));
+    assert_eq!(err.matches("invalid value 0").count(), 1, "{err}");
     let err = assert_clean_failure(&effnet(&["train", "--config", cfg, "--devices", "0,0"]));
     assert!(err.contains("device 0 is listed twice"), "{err}");
     let o = effnet(&["train", "--config", cfg, "--devices", "0,x"]);

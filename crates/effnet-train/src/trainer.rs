@@ -31,11 +31,11 @@ use std::sync::{Arc, Mutex};
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] effnet_config::ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] data::DataError),
-    #[error("{0}")]
+    #[error(transparent)]
     Weights(#[from] effnet_model::WeightsError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
