@@ -53,7 +53,7 @@ impl MbConv {
     /// Inference on Flex: the whole block through the fused kernels (see `kernels/fused.rs`).
     fn fused_applies(&self, x: &Tensor<4>) -> bool {
         let channels = self.depthwise.conv.weight.dims()[0];
-        self.project.fusable(x)
+        kernels::fused_inference(x)
             && kernels::is_depthwise(&self.depthwise.conv, channels)
             && kernels::is_pointwise(&self.project.conv)
             && self.expand.as_ref().is_none_or(|e| kernels::is_pointwise(&e.conv))

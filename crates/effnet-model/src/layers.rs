@@ -17,6 +17,15 @@ pub fn activate(act: Activation, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
+/// An activation as the epilogue of a fused inference kernel.
+fn epilogue(act: Option<Activation>) -> kernels::Act {
+    match act {
+        None => kernels::Act::Identity,
+        Some(Activation::Swish) => kernels::Act::Silu,
+        Some(Activation::Relu6) => kernels::Act::Relu6,
+    }
+}
+
 /// tensorflow/tpu's conv initializer: `N(0, sqrt(2 / fan_out))`, `fan_out = k·k·out/groups`.
 fn tf_conv_init(k: usize, out: usize, groups: usize) -> Initializer {
     let fan_out = (k * k * out / groups) as f64;
@@ -88,13 +97,13 @@ impl ConvBnAct {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.fusable(&x) {
+        if kernels::fused_inference(&x) {
             if kernels::is_pointwise(&self.conv) {
                 return self.forward_pointwise_fused(x, None, None);
             }
             if kernels::is_dense(&self.conv) {
                 let (scale, shift) = self.bn.folded();
-                return kernels::conv_bn_act(x, &self.conv, (&scale, &shift), self.fused_act());
+                return kernels::conv_bn_act(x, &self.conv, (&scale, &shift), epilogue(self.act));
             }
         }
         let x = kernels::conv2d(&self.conv, x);
@@ -104,26 +113,9 @@ impl ConvBnAct {
             None => self.bn.forward(x),
         }
     }
-}
 
-impl ConvBnAct {
-    /// The activation as a fused kernel's epilogue.
-    fn fused_act(&self) -> kernels::Act {
-        match self.act {
-            None => kernels::Act::Identity,
-            Some(Activation::Swish) => kernels::Act::Silu,
-            Some(Activation::Relu6) => kernels::Act::Relu6,
-        }
-    }
-
-    /// Whether the fused inference kernels apply on `x` (off autodiff, BN uses its running
-    /// statistics).
-    pub fn fusable(&self, x: &Tensor<4>) -> bool {
-        kernels::fused_inference(x)
-    }
-
-    /// Inference through one fused kernel (the caller checked [`Self::fusable`] and that the
-    /// conv is 1×1): `act(bn(conv(gates ⊙ x))) + residual`.
+    /// Inference through one fused kernel (the caller checked [`kernels::fused_inference`]
+    /// and that the conv is 1×1): `act(bn(conv(gates ⊙ x))) + residual`.
     pub fn forward_pointwise_fused(
         &self,
         x: Tensor<4>,
@@ -131,14 +123,15 @@ impl ConvBnAct {
         residual: Option<Tensor<4>>,
     ) -> Tensor<4> {
         let (scale, shift) = self.bn.folded();
-        kernels::pointwise_bn_act(x, &self.conv, (&scale, &shift), self.fused_act(), gates, residual)
+        kernels::pointwise_bn_act(x, &self.conv, (&scale, &shift), epilogue(self.act), gates, residual)
     }
 
-    /// Inference through one fused kernel (the caller checked [`Self::fusable`] and that the
-    /// conv is depthwise): `act(bn(conv(x)))` and, with `squeeze`, its `[n, c]` spatial means.
+    /// Inference through one fused kernel (the caller checked [`kernels::fused_inference`]
+    /// and that the conv is depthwise): `act(bn(conv(x)))` and, with `squeeze`, its `[n, c]`
+    /// spatial means.
     pub fn forward_depthwise_fused(&self, x: Tensor<4>, squeeze: bool) -> (Tensor<4>, Option<Vec<f32>>) {
         let (scale, shift) = self.bn.folded();
-        kernels::depthwise_bn_act(x, &self.conv, (&scale, &shift), self.fused_act(), squeeze)
+        kernels::depthwise_bn_act(x, &self.conv, (&scale, &shift), epilogue(self.act), squeeze)
     }
 }
 
@@ -174,11 +167,7 @@ impl SqueezeExcite {
     /// Inference on the fused path: the `[n, c]` gates from the squeezed means (the rescale
     /// itself is folded into the projection that follows).
     pub fn gates(&self, means: &[f32]) -> Vec<f32> {
-        let act = match self.act {
-            Activation::Swish => kernels::Act::Silu,
-            Activation::Relu6 => kernels::Act::Relu6,
-        };
-        kernels::se_gates(means, &self.reduce, &self.expand, act)
+        kernels::se_gates(means, &self.reduce, &self.expand, epilogue(Some(self.act)))
     }
 }
 
