@@ -137,18 +137,10 @@ epochs = {epochs}
 batch_size = 128
 seed = 7
 {init}
-[optim]
-name = "rmsprop-tf"
-lr = 0.016
-lr_batch_size = 128
-[schedule]
-name = "exponential-step"
-warmup_epochs = 0.0
-decay_epochs = 1.0
-decay_rate = 0.9
-[runtime]
+{optim_and_schedule}[runtime]
 {runtime}
 "#,
+        optim_and_schedule = common::tiny_optim_and_schedule(),
         common = common::tiny_model_and_data().replace(&digits.display().to_string(), &data.display().to_string()),
         init = init.map_or(String::new(), |p| format!("init_weights = {:?}", p.display().to_string())),
     );

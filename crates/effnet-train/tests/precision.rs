@@ -26,18 +26,10 @@ fn config(precision: &str) -> ConfigSource {
 epochs = 3
 batch_size = 128
 seed = 7
-[optim]
-name = "rmsprop-tf"
-lr = 0.016
-lr_batch_size = 128
-[schedule]
-name = "exponential-step"
-warmup_epochs = 0.0
-decay_epochs = 1.0
-decay_rate = 0.9
-[runtime]
+{optim_and_schedule}[runtime]
 precision = "{precision}"
 "#,
+        optim_and_schedule = common::tiny_optim_and_schedule(),
         common = common::tiny_model_and_data()
     );
     let file = PathBuf::from("p.toml");

@@ -17,17 +17,9 @@ epochs = {epochs}
 batch_size = 128
 seed = 7
 ema_decay = 0.9
-[optim]
-name = "rmsprop-tf"
-lr = 0.016
-lr_batch_size = 128
-[schedule]
-name = "exponential-step"
-warmup_epochs = 0.0
-decay_epochs = 1.0
-decay_rate = 0.9
-{extra}
+{optim_and_schedule}{extra}
 "#,
+        optim_and_schedule = common::tiny_optim_and_schedule(),
         common = common::tiny_model_and_data()
     );
     let file = PathBuf::from("tiny.toml");

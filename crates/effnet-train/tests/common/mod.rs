@@ -33,6 +33,22 @@ hflip = 0.0
     )
 }
 
+/// The `[optim]` and `[schedule]` sections of the tiny run: TF RMSProp at the paper's rate,
+/// exponential decay every epoch.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn tiny_optim_and_schedule() -> &'static str {
+    r#"[optim]
+name = "rmsprop-tf"
+lr = 0.016
+lr_batch_size = 128
+[schedule]
+name = "exponential-step"
+warmup_epochs = 0.0
+decay_epochs = 1.0
+decay_rate = 0.9
+"#
+}
+
 /// flex has one process-wide RNG (model init, dropout masks): tests that train take turns, or
 /// a concurrent test's draws land between a seed and the draws it fixes.
 pub fn serial() -> MutexGuard<'static, ()> {
