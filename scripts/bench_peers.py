@@ -12,6 +12,11 @@ Prints one JSON object with the same keys as `effnet bench --json`:
         (PIL decode, RandomResizedCrop, flip, ToTensor, Normalize), like `effnet data bench`.
 Each timed step follows `--warmup` untimed steps; the median is reported.
 
+On a GPU (`--device cuda`): `--amp bf16|fp16` trains under torch.autocast (fp16 with a
+GradScaler, as timm's train.py), `--channels-last` converts the model and input as timm's
+`--channels-last` does; `peak_gpu_mb` is torch.cuda.max_memory_reserved (what the caching
+allocator took from the device) and `peak_gpu_allocated_mb` max_memory_allocated.
+
 Needs: pip install torch timm onnxruntime onnx (scripts/bench_table.py runs it next to effnet).
 """
 
@@ -44,6 +49,9 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="default: all cores")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="torch.autocast (cuda)")
+    p.add_argument("--channels-last", action="store_true", help="model and input in channels-last (cuda)")
     a = p.parse_args()
     warnings.filterwarnings("ignore")  # the legacy ONNX exporter announces its deprecation
 
@@ -55,8 +63,16 @@ def main():
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model(a.model, pretrained=False, num_classes=a.classes)
-    x = torch.randn(a.batch, 3, a.resolution, a.resolution)
+    dev = torch.device(a.device)
+    model = timm.create_model(a.model, pretrained=False, num_classes=a.classes).to(dev)
+    x = torch.randn(a.batch, 3, a.resolution, a.resolution, device=dev)
+    if a.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.amp]
+
+    def autocast():
+        return torch.autocast(a.device, dtype=amp_dtype, enabled=amp_dtype is not None)
     times = []
     steps = a.warmup + max(a.runs, 1)
 
@@ -80,27 +96,40 @@ def main():
             times.append(time.perf_counter() - t)
     elif a.mode == "eval":
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for _ in range(steps):
                 t = time.perf_counter()
-                model(x).numpy()
+                model(x).float().cpu().numpy()
                 times.append(time.perf_counter() - t)
     else:
         model.train()
-        labels = torch.tensor([(i * 7919) % a.classes for i in range(a.batch)])
+        labels = torch.tensor([(i * 7919) % a.classes for i in range(a.batch)], device=dev)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
+        scaler = torch.amp.GradScaler(a.device, enabled=a.amp == "fp16")
         for _ in range(steps):
             t = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), labels)
-            loss.backward()
-            opt.step()
+            with autocast():
+                loss = loss_fn(model(x), labels)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             loss.item()
             times.append(time.perf_counter() - t)
 
     timed = times[a.warmup:]
     med = statistics.median(timed)
+    extra = {}
+    if a.device == "cuda":
+        extra = {
+            "device": torch.cuda.get_device_name(),
+            "amp": a.amp,
+            "channels_last": a.channels_last,
+            "peak_gpu_mb": torch.cuda.max_memory_reserved() / 2**20,
+            "peak_gpu_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "torch": torch.__version__,
+        }
     print(json.dumps({
         "impl": "onnxruntime" if a.impl == "ort" else "pytorch",
         "model": a.model,
@@ -113,6 +142,7 @@ def main():
         "median_step_s": med,
         "step_s": timed,
         "peak_rss_mb": peak_rss_mb(),
+        **extra,
     }))
 
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The wgpu backend test on Mesa's lavapipe (Vulkan on the CPU): the network's forward pass and
-# one training step on wgpu against flex. Not part of .ci/run: a cold build of the wgpu feature
-# set rebuilds most dependencies (59 min here on 2 cores shared with another build), which would take CI past
-# its 60-minute budget. The Mesa shader cache lives under target/, so reruns are fast.
+# one training step on wgpu against flex. Not part of .ci/run: the wgpu feature set rebuilds most
+# dependencies (47 min here on 2 cores for `--features remote,wgpu` on top of a finished
+# `remote` build), which would take cold CI (44 min) to about the 90-minute limit.
+# burn's fusion and autotuning (on with effnet's GPU features) make the run slow on lavapipe:
+# 720 s with default autotuning and a cold Mesa shader cache, 347 s on the rerun with
+# CUBECL_AUTOTUNE_LEVEL=minimal (set below unless given), against 20 s before fusion was on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +19,5 @@ fi
 # Without a Vulkan driver wgpu falls back to GL on llvmpipe, which lacks f32 atomics.
 export MESA_SHADER_CACHE_DIR="$PWD/target/mesa_shader_cache"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
 cargo test -p effnet-train --features wgpu --test wgpu_backend -- --nocapture

@@ -1,9 +1,11 @@
 //! `effnet bench`: images/s and peak memory of one model at one shape.
 
+use crate::runtime_args::{PrecisionArg, RuntimeArgs};
 use anyhow::{Result, anyhow};
 use clap::{Args, ValueEnum};
-use effnet_config::{Architecture, Variant};
+use effnet_config::{Architecture, BackendKind, Precision, Variant};
 use effnet_train::bench::{self, BenchMode, BenchSpec};
+use effnet_train::precision::check_training_precision;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Mode {
@@ -42,6 +44,11 @@ pub struct BenchArgs {
     /// One JSON object: impl, model, mode, batch, resolution, images_per_sec, peak_rss_mb, ...
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Eval only: bf16 or f16 casts the weights and the input (training runs in f32).
+    #[command(flatten)]
+    precision: PrecisionArg,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -59,14 +66,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Mode::Eval => BenchMode::Eval,
         Mode::Train => BenchMode::Train,
     };
+    let precision = args.precision.resolve(None);
+    if mode == BenchMode::Train {
+        check_training_precision(precision).map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?;
+    }
     let kernels = effnet_model::kernels::parse_selection(&args.kernels).map_err(|e| anyhow!("--kernels: {e}"))?;
     effnet_model::kernels::select(&kernels);
-    let impl_name = match args.kernels.as_str() {
-        "all" => "effnet".to_string(),
-        other => format!("effnet[kernels={other}]"),
-    };
-    let spec = BenchSpec { arch, batch: args.batch, resolution, mode, warmup: args.warmup, runs: args.runs };
-    let r = bench::run(&spec, &burn::prelude::Device::flex(), &impl_name);
+    let device = args.runtime.device(None)?;
+    let mut tags = Vec::new();
+    if let Some(b) = args.runtime.backend.filter(|b| *b != BackendKind::Flex) {
+        tags.push(b.to_string());
+    }
+    if args.kernels != "all" {
+        tags.push(format!("kernels={}", args.kernels));
+    }
+    if precision != Precision::F32 {
+        tags.push(precision.to_string());
+    }
+    let impl_name = if tags.is_empty() { "effnet".to_string() } else { format!("effnet[{}]", tags.join(",")) };
+    let spec = BenchSpec { arch, batch: args.batch, resolution, mode, warmup: args.warmup, runs: args.runs, precision };
+    let r = bench::run(&spec, &device, &impl_name);
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

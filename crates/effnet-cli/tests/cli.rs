@@ -441,6 +441,30 @@ fn bench_reports_json_and_rejects_unknown_kernels() {
 }
 
 #[test]
+fn bench_takes_precision_for_eval_and_a_backend() {
+    let tiny = ["bench", "--batch", "2", "--resolution", "32", "--classes", "10", "--warmup", "0", "--runs", "1"];
+    let with = |extra: &[&str]| effnet(&[&tiny[..], extra].concat());
+    let out = with(&["--mode", "eval", "--precision", "bf16", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["impl"].as_str(), Some("effnet[bf16]"));
+    assert!(j["images_per_sec"].as_f64().unwrap() > 0.0);
+
+    let out = with(&["--mode", "train", "--precision", "f16"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--precision \"f16\"") && err.contains("f32 only") && !err.contains("panicked"), "{err}");
+
+    // A backend this binary lacks (the default build has none of the GPU features).
+    if !cfg!(feature = "wgpu") {
+        let out = with(&["--backend", "wgpu"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--backend wgpu") && err.contains("`wgpu` feature") && !err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
 fn backend_and_devices_flags_are_checked_cleanly() {
     let dir = tmp_dir("backend");
     let cfg = dir.join("b.toml");

@@ -6,13 +6,14 @@
 //! (momentum 0.9, no dampening, lr 0.01, as the peers) until the loss is on the host. Each timed
 //! step follows `warmup` untimed ones; the result is the median.
 
+use crate::precision::{cast_input, cast_module};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use effnet_config::Architecture;
+use effnet_config::{Architecture, Precision};
 use effnet_model::EfficientNet;
 use serde::Serialize;
 use std::time::Instant;
@@ -34,6 +35,8 @@ pub struct BenchSpec {
     pub mode: BenchMode,
     pub warmup: usize,
     pub runs: usize,
+    /// Eval: the dtype the weights and input are cast to (training is f32 only).
+    pub precision: Precision,
 }
 
 /// The result, in the JSON shape `scripts/bench_peers.py` prints too.
@@ -63,8 +66,8 @@ pub fn run(spec: &BenchSpec, device: &Device, impl_name: &str) -> BenchResult {
     let mut times = Vec::with_capacity(steps);
     match spec.mode {
         BenchMode::Eval => {
-            let model = EfficientNet::new(&spec.arch, device);
-            let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+            let model = cast_module(EfficientNet::new(&spec.arch, device), spec.precision);
+            let x = cast_input(Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device), spec.precision);
             for _ in 0..steps {
                 let t = Instant::now();
                 let logits = model.forward(x.clone()).into_data();
@@ -141,7 +144,15 @@ mod tests {
     #[test]
     fn both_modes_report_a_positive_rate_and_memory() {
         for mode in [BenchMode::Eval, BenchMode::Train] {
-            let spec = BenchSpec { arch: tiny(), batch: 2, resolution: 32, mode, warmup: 1, runs: 3 };
+            let spec = BenchSpec {
+                arch: tiny(),
+                batch: 2,
+                resolution: 32,
+                mode,
+                warmup: 1,
+                runs: 3,
+                precision: Precision::F32,
+            };
             let r = run(&spec, &Device::flex(), "effnet");
             assert_eq!(r.step_s.len(), 3);
             assert!(r.images_per_sec > 0.0 && r.images_per_sec.is_finite());
