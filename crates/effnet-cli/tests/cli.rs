@@ -24,10 +24,26 @@ fn fixtures() -> PathBuf {
     repo().join("crates/effnet-model/tests/fixtures")
 }
 
-fn tmp_dir(name: &str) -> PathBuf {
+/// A scratch directory in the temp dir, removed when dropped (also when the test fails).
+struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp_dir(name: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("effnet-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
 }
 
 /// A failed command: exit code 1, a one-line `error:` message, no panic.
@@ -91,7 +107,6 @@ fn config_check_prints_the_stage_table_or_a_clean_error() {
     assert!(err.contains("bad.toml:2:1") && err.contains("unknown field `epoch`"), "{err}");
     let err = assert_clean_failure(&effnet(&["config", "check", "/nonexistent.toml"]));
     assert!(err.contains("/nonexistent.toml: cannot read"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
@@ -176,7 +191,6 @@ fn forward_reproduces_pytorch_logits() {
     for (h, w) in half.chunks(10).zip(want.chunks(10)) {
         assert_eq!(argmax(h), argmax(w));
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -220,7 +234,6 @@ fn forward_rejects_bad_inputs_cleanly() {
     let err = assert_clean_failure(&run(args(&fx.join("input.npy"))));
     assert!(err.contains("`conv_stem.weight` has shape [8, 3, 3, 3]") && err.contains("[32, 3, 3, 3]"), "{err}");
     assert!(!dir.join("out.npy").exists());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -401,7 +414,6 @@ fn train_then_eval_through_the_cli() {
         "--ema",
     ]));
     assert!(err.contains("--ema needs a run directory"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -511,7 +523,6 @@ fn backend_and_devices_flags_are_checked_cleanly() {
         err.contains("key `runtime.devices`: invalid value \"ws://10.0.0.2:29501\": a server address needs runtime.backend = \"remote\" (not \"flex\")"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Without the `remote` feature, `effnet serve` and `ws://` devices say how to get it.
@@ -532,7 +543,6 @@ fn serve_and_remote_devices_need_the_remote_feature() {
     assert!(err.ends_with(&format!("key `runtime.backend`: invalid value \"remote\": {rebuild}\n")), "{err}");
     let err = assert_clean_failure(&effnet(&["train", "--config", cfg, "--devices", "ws://127.0.0.1:29501"]));
     assert_eq!(err.trim(), format!("error: --devices ws://127.0.0.1:29501: {rebuild}"));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// CUDA cannot be built without network access; the error names the backend and the feature.
@@ -564,5 +574,4 @@ fn a_backend_that_was_not_compiled_in_is_a_clean_error() {
         let err = assert_clean_failure(&effnet(&args));
         assert_eq!(err.trim(), format!("error: {want}"), "{args:?}");
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
