@@ -181,7 +181,6 @@ fn two_remote_servers_follow_the_one_device_loss_curve() {
     let _serial = common::serial();
     let dir = tmp("train");
     let data = small_digits(&dir);
-    let servers = [Server::start(&dir, "a"), Server::start(&dir, "b")];
 
     // Held BatchNorm needs trained running statistics: two local epochs on all of digits first.
     let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/digits");
@@ -195,12 +194,7 @@ fn two_remote_servers_follow_the_one_device_loss_curve() {
     let t = Instant::now();
     train_with(&tiny(&dir, "local", &data, epochs, "devices = [0]", Some(&init)), &local, false, &hold).unwrap();
     let local_s = t.elapsed().as_secs_f64();
-    let remote_runtime = format!("backend = \"remote\"\ndevices = [\"{}\", \"{}/0\"]", servers[0].url, servers[1].url);
-    let remote_src = tiny(&dir, "remote", &data, epochs, &remote_runtime, Some(&init));
-    let remote = dir.join("remote");
-    let t = Instant::now();
-    train_with(&remote_src, &remote, false, &hold).unwrap();
-    let remote_s = t.elapsed().as_secs_f64();
+    let (servers, remote_src, remote, remote_s) = train_on_servers(&dir, &data, &init, epochs);
     eprintln!("wall: 1 local flex device {local_s:.1} s, 2 remote flex servers {remote_s:.1} s");
 
     for split in ["train", "valid"] {
@@ -245,6 +239,45 @@ fn two_remote_servers_follow_the_one_device_loss_curve() {
     assert!(status.success(), "{status}: {err}");
     assert!(err.contains("effnet serve: stopped"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The tiny run with BatchNorm held on two fresh `effnet serve` processes: (the servers, its
+/// config, its run directory, seconds).
+///
+/// burn-remote 0.22.1 now and then loses the race between a tensor's transfer and the op that
+/// uses it: a server's session thread panics with "Should have handle for tensor" (burn-ir's
+/// handle container, under burn-router's interpreter; seen once in about seven runs here) and the
+/// driver then waits forever. Such a run is abandoned and retried once on new servers; that
+/// panic twice, any other failure, or a run over 5 minutes fails the test.
+fn train_on_servers(dir: &Path, data: &Path, init: &Path, epochs: usize) -> ([Server; 2], ConfigSource, PathBuf, f64) {
+    const LOST_TENSOR: &str = "Should have handle for tensor";
+    for attempt in 0..2 {
+        let servers = [Server::start(dir, &format!("a{attempt}")), Server::start(dir, &format!("b{attempt}"))];
+        let runtime = format!("backend = \"remote\"\ndevices = [\"{}\", \"{}/0\"]", servers[0].url, servers[1].url);
+        let name = format!("remote{attempt}");
+        let (src, run_dir) = (tiny(dir, &name, data, epochs, &runtime, Some(init)), dir.join(&name));
+        let (job_src, job_dir) = (tiny(dir, &name, data, epochs, &runtime, Some(init)), run_dir.clone());
+        let t = Instant::now();
+        let job = std::thread::spawn(move || {
+            let hold = |net: effnet_model::EfficientNet| net.map(&mut HoldBatchNorm);
+            train_with(&job_src, &job_dir, false, &hold).map(|_| ()).map_err(|e| e.to_string())
+        });
+        loop {
+            if job.is_finished() {
+                job.join().unwrap().unwrap_or_else(|e| panic!("remote run: {e}"));
+                return (servers, src, run_dir, t.elapsed().as_secs_f64());
+            }
+            let logs = format!("{}{}", servers[0].stderr(), servers[1].stderr());
+            if logs.contains(LOST_TENSOR) {
+                assert_eq!(attempt, 0, "burn-remote lost a tensor again: {logs}");
+                eprintln!("burn-remote lost a tensor (\"{LOST_TENSOR}\"); retrying on new servers");
+                break; // the servers are killed on drop; the abandoned run's connections fail
+            }
+            assert!(t.elapsed() < Duration::from_secs(300), "the remote run took over 5 minutes: {logs}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    unreachable!("the second attempt returns or fails")
 }
 
 /// A failed command: exit code 1, a one-line `error:` message, no panic.
