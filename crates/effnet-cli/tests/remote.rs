@@ -256,7 +256,7 @@ fn train_on_servers(dir: &Path, data: &Path, init: &Path, epochs: usize) -> ([Se
         let runtime = format!("backend = \"remote\"\ndevices = [\"{}\", \"{}/0\"]", servers[0].url, servers[1].url);
         let name = format!("remote{attempt}");
         let (src, run_dir) = (tiny(dir, &name, data, epochs, &runtime, Some(init)), dir.join(&name));
-        let (job_src, job_dir) = (tiny(dir, &name, data, epochs, &runtime, Some(init)), run_dir.clone());
+        let (job_src, job_dir) = (src.clone(), run_dir.clone());
         let t = Instant::now();
         let job = std::thread::spawn(move || {
             let hold = |net: effnet_model::EfficientNet| net.map(&mut HoldBatchNorm);
