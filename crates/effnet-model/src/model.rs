@@ -75,6 +75,10 @@ impl EfficientNet {
     /// Logits `[batch, num_classes]` for images `[batch, channels, height, width]` of any size.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.forward_head(x);
+        // Dropout is the identity in inference, which is when the fused path applies.
+        if crate::kernels::fused_inference(&x) {
+            return crate::kernels::pool_linear(x, &self.classifier);
+        }
         let pooled = x.mean_dim(2).mean_dim(3).flatten::<2>(1, 3);
         self.classifier.forward(self.dropout.forward(pooled))
     }

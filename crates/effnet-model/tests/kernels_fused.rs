@@ -1,5 +1,6 @@
 //! Inference through the fused kernels (BN folded into the conv outputs, SE and the residual
-//! fused into the projection) against burn's own ops and against the unfused kernels, on a
+//! fused into the projection, small maps in channels-last order, pooling and classifier in one
+//! pass) against burn's own ops and against the unfused kernels, on a
 //! B0-structured model whose BatchNorm statistics, scales and shifts are not trivial. Alone in
 //! this binary: it flips the process-wide kernel switch.
 
@@ -39,13 +40,20 @@ fn fused_inference_equals_burns_ops_and_the_unfused_kernels() {
         let x = Tensor::<4>::random([n, 3, h, w], Distribution::Normal(0.0, 1.0), &flex);
         let run = |sel: &[kernels::Kernel]| {
             kernels::select(sel);
-            // The head's whole feature map: the logits of this small model barely vary.
-            model.forward_head(x.clone())
+            // The head's whole feature map (the logits of this small model barely vary), and
+            // the logits (pooling and classifier are fused too).
+            (model.forward_head(x.clone()), model.forward(x.clone()))
         };
-        let fused = run(&kernels::Kernel::ALL);
-        let unfused = run(&kernels::Kernel::ALL[..5]);
-        let burn = run(&[]);
+        let (fused, fused_logits) = run(&kernels::Kernel::ALL);
+        let (unfused, _) = run(&kernels::Kernel::ALL[..5]);
+        let (burn, burn_logits) = run(&[]);
         kernels::set_enabled(true);
+        let logits_scale = burn_logits.clone().abs().max().into_scalar::<f32>();
+        let d_logits = (fused_logits - burn_logits).abs().max().into_scalar::<f32>() / logits_scale;
+        assert!(
+            logits_scale > 1e-3 && d_logits < 1e-4,
+            "{n}×{h}×{w}: logits fused vs burn {d_logits} (scale {logits_scale})"
+        );
         let scale = burn.clone().abs().max().into_scalar::<f32>();
         assert!(scale > 0.1, "features too small to compare: {scale}");
         let (d_burn, d_unfused) =

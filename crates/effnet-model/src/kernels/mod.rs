@@ -9,6 +9,7 @@
 //! against the same build.
 
 mod batchnorm;
+mod channels_last;
 mod depthwise;
 mod flex;
 mod fused;
@@ -28,6 +29,7 @@ fn test_values(n: usize, seed: u32, offset: f32) -> Vec<f32> {
 }
 
 use burn::backend::{Dispatch, DispatchDevice};
+use burn::nn::Linear;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
@@ -252,12 +254,12 @@ pub fn pointwise_bn_act(
 ) -> Tensor<4> {
     debug_assert!(is_pointwise(conv));
     fused::tensor(fused::pointwise_affine(
-        fused::primitive(x),
+        fused::raw(x),
         fused::primitive(conv.weight.val()),
         bn,
         act,
         gates,
-        residual.map(fused::primitive),
+        residual.map(fused::raw),
     ))
 }
 
@@ -274,7 +276,7 @@ pub fn depthwise_bn_act(
     debug_assert!(is_depthwise(conv, channels));
     let pads = paddings(conv, h, w);
     let (y, means) = fused::depthwise_affine(
-        fused::primitive(x),
+        fused::raw(x),
         fused::primitive(conv.weight.val()),
         conv.stride[0],
         pads,
@@ -298,13 +300,16 @@ pub fn conv_bn_act(x: Tensor<4>, conv: &Conv2d, bn: (&[f32], &[f32]), act: Act) 
     debug_assert!(is_dense(conv));
     let [_, _, h, w] = x.dims();
     let pads = paddings(conv, h, w);
-    fused::tensor(fused::conv_affine(
-        fused::primitive(x),
-        fused::primitive(conv.weight.val()),
-        conv.stride[0],
-        pads,
-        bn,
-        act,
+    fused::tensor(fused::conv_affine(fused::raw(x), fused::primitive(conv.weight.val()), conv.stride[0], pads, bn, act))
+}
+
+/// Fused inference (see [`fused_inference`]): global average pooling and `linear`,
+/// `mean_hw(x) · W + b`, from the `[n, c, h, w]` head output to `[n, classes]` logits.
+pub fn pool_linear(x: Tensor<4>, linear: &Linear) -> Tensor<2> {
+    fused::tensor(fused::pool_linear(
+        fused::raw(x),
+        fused::primitive(linear.weight.val()),
+        linear.bias.as_ref().map(|b| fused::primitive(b.val())),
     ))
 }
 

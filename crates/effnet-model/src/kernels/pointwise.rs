@@ -20,7 +20,7 @@ pub struct Dims {
 
 /// A row-major or transposed view of a matrix: element (i, j) at `i·rs + j·cs`.
 #[derive(Clone, Copy)]
-struct View {
+pub(super) struct View {
     ptr: *const f32,
     rs: isize,
     cs: isize,
@@ -42,7 +42,7 @@ fn matmul(dst: &mut [Out], accumulate: bool, (m, n, k): (usize, usize, usize), l
 /// `dst` must address m rows of n writable elements at row stride `dst_rs` that nobody else
 /// accesses during the call, and `lhs`/`rhs` must address m×k and k×n readable elements.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
+pub(super) unsafe fn gemm_raw(
     dst: *mut f32,
     dst_rs: usize,
     accumulate: bool,
@@ -78,13 +78,13 @@ unsafe fn gemm_raw(
     }
 }
 
-fn row_major(s: &[f32], rows: usize, cols: usize) -> View {
+pub(super) fn row_major(s: &[f32], rows: usize, cols: usize) -> View {
     assert!(s.len() >= rows * cols);
     View { ptr: s.as_ptr(), rs: cols as isize, cs: 1 }
 }
 
 /// The transpose of a row-major `rows × cols` matrix.
-fn transposed(s: &[f32], rows: usize, cols: usize) -> View {
+pub(super) fn transposed(s: &[f32], rows: usize, cols: usize) -> View {
     assert!(s.len() >= rows * cols);
     View { ptr: s.as_ptr(), rs: 1, cs: cols as isize }
 }

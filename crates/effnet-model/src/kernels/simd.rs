@@ -164,7 +164,34 @@ fn affine_relu6_body<const F: bool>(y: &mut [f32], a: f32, b: f32) {
     }
 }
 
+/// Per-element coefficients: `y[i] ← a[i]·y[i] + b[i]` (a channels-last row, one BatchNorm
+/// channel per element).
+#[inline(always)]
+fn affine_cols_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((v, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *v = madd::<F>(*v, a, b);
+    }
+}
+
+#[inline(always)]
+fn affine_cols_silu_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((v, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        let t = madd::<F>(*v, a, b);
+        *v = t * sigmoid1::<F>(t);
+    }
+}
+
+#[inline(always)]
+fn affine_cols_relu6_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((v, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *v = madd::<F>(*v, a, b).clamp(0.0, 6.0);
+    }
+}
+
 multiversion!(affine_simd, affine_body, (y: &mut [f32], a: f32, b: f32));
+multiversion!(affine_cols_simd, affine_cols_body, (y: &mut [f32], a: &[f32], b: &[f32]));
+multiversion!(affine_cols_silu_simd, affine_cols_silu_body, (y: &mut [f32], a: &[f32], b: &[f32]));
+multiversion!(affine_cols_relu6_simd, affine_cols_relu6_body, (y: &mut [f32], a: &[f32], b: &[f32]));
 multiversion!(affine_relu6_simd, affine_relu6_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(affine_silu_simd, affine_silu_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(silu_fwd_simd, silu_fwd_body, (x: &[f32], y: &mut [Out]));
@@ -240,6 +267,16 @@ pub fn affine_act(y: &mut [f32], a: f32, b: f32, act: Act) {
         Act::Identity => affine_simd(y, a, b),
         Act::Silu => affine_silu_simd(y, a, b),
         Act::Relu6 => affine_relu6_simd(y, a, b),
+    }
+}
+
+/// `y[i] ← act(a[i]·y[i] + b[i])` on one channels-last row (see [`affine_act`]).
+pub fn affine_act_cols(y: &mut [f32], a: &[f32], b: &[f32], act: Act) {
+    assert!(a.len() == y.len() && b.len() == y.len());
+    match act {
+        Act::Identity => affine_cols_simd(y, a, b),
+        Act::Silu => affine_cols_silu_simd(y, a, b),
+        Act::Relu6 => affine_cols_relu6_simd(y, a, b),
     }
 }
 
