@@ -9,6 +9,7 @@
 //! bottom/right pixel included) and split into `stride` column phases, so every kernel tap is
 //! a contiguous, branch-free run along an output row that the compiler vectorises.
 
+use super::simd::{Out, filled};
 use rayon::prelude::*;
 
 /// Geometry of one depthwise convolution.
@@ -128,12 +129,10 @@ impl Phases {
                 let Some(h) = self.source_row(g, r) else { continue };
                 let src = &xp[h * g.width + first..];
                 let dst = &mut buf[(ph * self.rows + r) * self.width..][cols.clone()];
-                if g.stride == 1 {
-                    dst.copy_from_slice(&src[..dst.len()]);
-                } else {
-                    for (i, d) in dst.iter_mut().enumerate() {
-                        *d = src[i * g.stride];
-                    }
+                match g.stride {
+                    1 => dst.copy_from_slice(&src[..dst.len()]),
+                    2 => every_other(src, dst),
+                    s => dst.iter_mut().enumerate().for_each(|(i, d)| *d = src[i * s]),
                 }
             }
         }
@@ -155,6 +154,21 @@ impl Phases {
     }
 }
 
+/// `dst[i] = src[2i]`, vectorised (the scalar strided loop, compiled for baseline x86-64, was
+/// most of the phase copy; what is left of it is mostly the first read of the expanded map).
+#[inline(always)]
+fn every_other_body<const F: bool>(src: &[f32], dst: &mut [f32]) {
+    let pairs = dst.len().min(src.len() / 2);
+    for (d, pair) in dst[..pairs].iter_mut().zip(src.chunks_exact(2)) {
+        *d = pair[0];
+    }
+    for (i, d) in dst.iter_mut().enumerate().skip(pairs) {
+        *d = src[2 * i];
+    }
+}
+
+super::simd::multiversion!(every_other, every_other_body, (src: &[f32], dst: &mut [f32]));
+
 /// Output columns computed together in registers.
 const LANES: usize = 8;
 
@@ -166,9 +180,8 @@ const EPILOGUE: usize = 256;
 
 /// `y[n,c] = x[n,c] ⋆ w[c]` (cross-correlation, like every deep-learning conv).
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; g.batch * g.channels * g.out_plane()];
-    forward_into(g, x, w, &mut y, None, |_, _| {});
-    y
+    // SAFETY: `forward_into` writes every output (each plane's blocks cover all its rows).
+    unsafe { filled(g.batch * g.channels * g.out_plane(), |y| forward_into(g, x, w, y, None, |_, _| {})) }
 }
 
 /// Inference with BatchNorm folded in: every output row becomes `act(scale[c]·y + shift[c])`
@@ -183,18 +196,21 @@ pub fn forward_affine(
     means: Option<&mut [f32]>,
 ) -> Vec<f32> {
     assert!(scale.len() == g.channels && shift.len() == g.channels);
-    let mut y = vec![0.0f32; g.batch * g.channels * g.out_plane()];
-    forward_into(g, x, w, &mut y, means, |c, row| super::simd::affine_act(row, scale[c], shift[c], act));
-    y
+    // SAFETY: as in `forward`.
+    unsafe {
+        filled(g.batch * g.channels * g.out_plane(), |y| {
+            forward_into(g, x, w, y, means, |c, row| super::simd::affine_act(row, scale[c], shift[c], act))
+        })
+    }
 }
 
-/// The forward into `y`, calling `row(channel, outputs)` on each run of finished output rows and,
-/// with `means`, storing each plane's mean after that.
+/// The forward into `y` (written, never read before that), calling `row(channel, outputs)` on
+/// each run of finished output rows and, with `means`, storing each plane's mean after that.
 fn forward_into(
     g: &Geometry,
     x: &[f32],
     w: &[f32],
-    y: &mut [f32],
+    y: &mut [Out],
     means: Option<&mut [f32]>,
     row: impl Fn(usize, &mut [f32]) + Sync,
 ) {
@@ -202,7 +218,7 @@ fn forward_into(
     let ph = Phases::new(g);
     let (taps, step) = (ph.taps(g), ph.row_step(g));
     let want_sums = means.is_some();
-    let plane = |buf: &mut Vec<f32>, p: usize, yp: &mut [f32]| -> f32 {
+    let plane = |buf: &mut Vec<f32>, p: usize, yp: &mut [Out]| -> f32 {
         ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
         let c = p % g.channels;
         let row_c = |run: &mut [f32]| row(c, run);
@@ -253,7 +269,7 @@ fn forward_plane_body<const F: bool>(
     ow: usize,
     wc: &[f32],
     buf: &[f32],
-    yp: &mut [f32],
+    yp: &mut [Out],
     row: &dyn Fn(&mut [f32]),
     want_sums: bool,
 ) -> f32 {
@@ -262,13 +278,13 @@ fn forward_plane_body<const F: bool>(
     let per_row = ow.div_ceil(LANES);
     let total = (yp.len() / ow) * per_row;
     let at = |f: usize| (f / per_row, f % per_row * LANES);
-    let store = |yp: &mut [f32], f: usize, acc: &[f32; LANES]| {
+    let store = |yp: &mut [Out], f: usize, acc: &[f32; LANES]| {
         let (oh, col) = at(f);
         let yr = &mut yp[oh * ow..][..ow];
         // A fixed-size copy for full blocks: a variable length calls memmove.
         match yr.get_mut(col..col + LANES) {
-            Some(dst) => dst.copy_from_slice(acc),
-            None => yr[col..].iter_mut().zip(acc).for_each(|(d, v)| *d = *v),
+            Some(dst) => dst.iter_mut().zip(acc).for_each(|(d, v)| _ = d.write(*v)),
+            None => yr[col..].iter_mut().zip(acc).for_each(|(d, v)| _ = d.write(*v)),
         }
     };
     let base = |f: usize| {
@@ -289,7 +305,8 @@ fn forward_plane_body<const F: bool>(
         // Finished rows go through `row` in runs of at least EPILOGUE elements (still in L1).
         let end = f / per_row * ow;
         if end - done >= EPILOGUE || (f == total && end > done) {
-            let run = &mut yp[done..end];
+            // SAFETY: the outputs before `end` were all stored above.
+            let run = unsafe { &mut *(&mut yp[done..end] as *mut [Out] as *mut [f32]) };
             row(run);
             if want_sums {
                 sum += super::simd::sum(run);
@@ -340,7 +357,7 @@ fn weight_grad_plane_body<const F: bool>(
 super::simd::multiversion!(
     forward_plane,
     forward_plane_body,
-    (taps: &[usize], step: usize, ow: usize, wc: &[f32], buf: &[f32], yp: &mut [f32], row: &dyn Fn(&mut [f32]), want_sums: bool) -> f32
+    (taps: &[usize], step: usize, ow: usize, wc: &[f32], buf: &[f32], yp: &mut [Out], row: &dyn Fn(&mut [f32]), want_sums: bool) -> f32
 );
 super::simd::multiversion!(
     input_grad_plane,
