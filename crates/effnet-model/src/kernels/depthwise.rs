@@ -130,7 +130,7 @@ impl Phases {
                 let src = &xp[h * g.width + first..];
                 let dst = &mut buf[(ph * self.rows + r) * self.width..][cols.clone()];
                 match g.stride {
-                    1 => dst.copy_from_slice(&src[..dst.len()]),
+                    1 => copy_row(src, dst),
                     2 => every_other(src, dst),
                     s => dst.iter_mut().enumerate().for_each(|(i, d)| *d = src[i * s]),
                 }
@@ -150,6 +150,24 @@ impl Phases {
                     dst[i * g.stride] += v;
                 }
             }
+        }
+    }
+}
+
+/// `dst = src[..dst.len()]` without a `memcpy` call: rows are often only 7–28 floats long (B0's
+/// 7×7 to 28×28 maps), where the call cost more than the copy (≈ 5 % of inference at 224²).
+#[inline(always)]
+fn copy_row(src: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        dst[i..i + 8].copy_from_slice(&src[i..i + 8]);
+        i += 8;
+    }
+    // A fixed trip count, so the tail does not become a `memcpy` call either.
+    for j in 0..8 {
+        if i + j < n {
+            dst[i + j] = src[i + j];
         }
     }
 }
