@@ -248,12 +248,16 @@ fn two_remote_servers_follow_the_one_device_loss_curve() {
 /// uses it: a server's session thread panics with "Should have handle for tensor" (burn-ir's
 /// handle container, under burn-router's interpreter; seen once in about seven runs here) and the
 /// driver then waits forever. Such a run is abandoned and retried once on new servers; that
-/// panic twice, any other failure, or a run over 5 minutes fails the test.
+/// panic twice, any other failure, or a run over 5 minutes fails the test. (The run's own stall
+/// watchdog is off: an abandoned run's would end the whole test process.)
 fn train_on_servers(dir: &Path, data: &Path, init: &Path, epochs: usize) -> ([Server; 2], ConfigSource, PathBuf, f64) {
     const LOST_TENSOR: &str = "Should have handle for tensor";
     for attempt in 0..2 {
         let servers = [Server::start(dir, &format!("a{attempt}")), Server::start(dir, &format!("b{attempt}"))];
-        let runtime = format!("backend = \"remote\"\ndevices = [\"{}\", \"{}/0\"]", servers[0].url, servers[1].url);
+        let runtime = format!(
+            "backend = \"remote\"\ndevices = [\"{}\", \"{}/0\"]\nstall_timeout_s = 0",
+            servers[0].url, servers[1].url
+        );
         let name = format!("remote{attempt}");
         let (src, run_dir) = (tiny(dir, &name, data, epochs, &runtime, Some(init)), dir.join(&name));
         let (job_src, job_dir) = (src.clone(), run_dir.clone());
@@ -321,5 +325,49 @@ fn serve_and_remote_devices_fail_cleanly() {
         .unwrap();
     let err = assert_clean_failure(&o);
     assert!(err.contains(&format!("cannot connect to device 0 of the server at {url}")), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_training_run_on_a_silent_server_stops_at_the_stall_timeout() {
+    // A server that accepts connections and never answers: burn-remote's client then waits for
+    // ever (as the driver does when a real server's session dies mid-run). The watchdog ends the
+    // run after `stall_timeout_s` with a message and exit code 1.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let dir = tmp("stall");
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/digits");
+    let runtime = format!("backend = \"remote\"\ndevices = [\"ws://127.0.0.1:{port}\"]\nstall_timeout_s = 3");
+    let src = tiny(&dir, "stall", &digits, 1, &runtime, None);
+    let run_dir = dir.join("run");
+    let t = Instant::now();
+    let mut child = effnet()
+        .args(["train", "--config", src.file.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("`effnet train` still waiting on the silent server after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let waited = t.elapsed();
+    let err = assert_clean_failure(&o);
+    assert!(
+        err.starts_with("error: no training or validation step finished in the last 3 s (runtime.stall_timeout_s = 3)"),
+        "{err}"
+    );
+    assert!(err.contains("A remote server may have failed") && err.contains("No checkpoint was written yet"), "{err}");
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(60), "stopped after {waited:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -759,6 +759,11 @@ pub struct RuntimeConfig {
     pub precision: Precision,
     /// Directory for the run's outputs.
     pub run_dir: String,
+    /// Seconds without a finished training or validation step after which `effnet train` stops
+    /// with an error instead of waiting on; 0 = never. Unset: 600 with remote devices (a server
+    /// that failed can leave the driver waiting for a reply that never comes), never otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_timeout_s: Option<u64>,
 }
 
 impl Default for RuntimeConfig {
@@ -768,7 +773,19 @@ impl Default for RuntimeConfig {
             devices: vec![DeviceSpec::Index(0)],
             precision: Precision::F32,
             run_dir: "runs/default".into(),
+            stall_timeout_s: None,
         }
+    }
+}
+
+impl RuntimeConfig {
+    /// Default of [`Self::stall_timeout_s`] for runs on remote devices.
+    pub const REMOTE_STALL_TIMEOUT_S: u64 = 600;
+
+    /// How long a training run may go without finishing a step (see [`Self::stall_timeout_s`]).
+    pub fn stall_timeout(&self) -> Option<std::time::Duration> {
+        let default = (self.backend == BackendKind::Remote).then_some(Self::REMOTE_STALL_TIMEOUT_S);
+        self.stall_timeout_s.or(default).filter(|&s| s > 0).map(std::time::Duration::from_secs)
     }
 }
 
@@ -1164,5 +1181,19 @@ mod tests {
         let text = toml::to_string(&c).unwrap();
         let back = parse(&text).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn stall_timeout_defaults_to_ten_minutes_on_remote_devices_only() {
+        use std::time::Duration;
+        let remote = "[runtime]\nbackend = \"remote\"\ndevices = [\"ws://a:1\"]\n";
+        assert_eq!(parse("").unwrap().runtime.stall_timeout(), None);
+        assert_eq!(parse(remote).unwrap().runtime.stall_timeout(), Some(Duration::from_secs(600)));
+        assert_eq!(parse(&format!("{remote}stall_timeout_s = 0\n")).unwrap().runtime.stall_timeout(), None);
+        let local = parse("[runtime]\nstall_timeout_s = 30\n").unwrap();
+        assert_eq!(local.runtime.stall_timeout(), Some(Duration::from_secs(30)));
+        assert_eq!(parse(&toml::to_string(&local).unwrap()).unwrap(), local, "the key survives the resolved config");
+        let e = parse("[runtime]\nstall_timeout_s = -1\n").unwrap_err().to_string();
+        assert!(e.contains("runtime.stall_timeout_s"), "{e}");
     }
 }

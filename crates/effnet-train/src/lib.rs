@@ -18,6 +18,7 @@ pub mod progress;
 pub mod regularization;
 pub mod schedule;
 pub mod trainer;
+pub mod watchdog;
 
 use burn::prelude::Device;
 use effnet_config::{ConfigError, EffnetConfig, Invalid};

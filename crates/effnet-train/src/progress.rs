@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::watchdog::Heartbeat;
+
 /// Header of `metrics.csv`.
 pub const METRICS_HEADER: &str = "epoch,split,loss,top1,top5,lr,images_per_sec";
 
@@ -95,6 +97,7 @@ pub struct Progress {
     items: usize,
     steps: usize,
     started: Instant,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Progress {
@@ -114,10 +117,20 @@ impl Progress {
             items: 0,
             steps: 0,
             started: Instant::now(),
+            heartbeat: None,
         }
     }
 
+    /// Beats `heartbeat` on every finished training or validation step (see [`crate::watchdog`]).
+    pub fn with_heartbeat(mut self, heartbeat: Option<Heartbeat>) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
     fn record(&mut self, state: MetricState) {
+        if let Some(h) = &self.heartbeat {
+            h.beat();
+        }
         let MetricState::Numeric(entry, Some(value)) = state else { return };
         let Some(name) = self.names.get(&format!("{:?}", entry.metric_id)).cloned() else { return };
         let (v, n) = match value {

@@ -16,13 +16,14 @@ use crate::learner::{StepSettings, TrainingModel};
 use crate::optim::{build_optimizer, scaled_lr};
 use crate::progress::{EpochRow, Progress, RunLog};
 use crate::schedule::Schedule;
+use crate::watchdog::Watchdog;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy};
 use burn::train::metric::store::{Aggregate, Direction, Split};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric, TopKAccuracyMetric};
 use burn::train::{Interrupter, Learner, SupervisedTraining};
-use effnet_config::{EffnetConfig, Invalid};
+use effnet_config::{BackendKind, EffnetConfig, Invalid};
 use effnet_model::EfficientNet;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -182,6 +183,25 @@ pub fn train_with(
     let resolved = toml::to_string_pretty(cfg).map_err(|e| TrainError::Run(e.to_string()))?;
     write_atomic(&run_dir.join("config.toml"), &resolved)?;
 
+    // Started before the devices are connected: connecting to a remote one can hang too.
+    let watchdog = cfg.runtime.stall_timeout().map(|timeout| {
+        let run_dir = run_dir.to_path_buf();
+        let remote = cfg.runtime.backend == BackendKind::Remote;
+        Watchdog::start(timeout, move |idle| {
+            let resume = match latest_checkpoint(&run_dir) {
+                Some(e) => format!("Last complete checkpoint: epoch {e} in {}; continue with --resume.", run_dir.display()),
+                None => format!("No checkpoint was written yet in {}.", run_dir.display()),
+            };
+            eprintln!(
+                "error: no training or validation step finished in the last {} s (runtime.stall_timeout_s = {}); stopped.{} {resume}",
+                idle.as_secs(),
+                timeout.as_secs(),
+                if remote { " A remote server may have failed or lost its connection: check its log." } else { "" },
+            );
+            std::process::exit(1);
+        })
+    });
+    let heartbeat = watchdog.as_ref().map(Watchdog::heartbeat);
     let all_devices = devices::devices_for(&cfg.runtime).map_err(|e| src.invalid(e))?;
     let replicas = all_devices.len();
     let parallelism = Parallelism::for_runtime(&cfg.runtime);
@@ -274,7 +294,11 @@ pub fn train_with(
     let mut trained: Option<TrainingModel> = None;
     for (from, to, frozen) in phases {
         let interrupter = Interrupter::new();
-        let renderer = Progress::new(csv.clone(), log.clone(), interrupter.clone(), cfg.train.log_every);
+        let renderer = Progress::new(csv.clone(), log.clone(), interrupter.clone(), cfg.train.log_every)
+            .with_heartbeat(heartbeat.clone());
+        if let Some(h) = &heartbeat {
+            h.beat();
+        }
         let steps_done = from * steps_per_epoch;
         let mut model_net = match trained.take() {
             // burn-train hands the model back in evaluation mode, off the autodiff device.
@@ -347,6 +371,8 @@ pub fn train_with(
         trained = Some(result.model);
     }
     let trained = trained.expect("at least one phase ran");
+    // The final evaluation and export beat no steps.
+    drop(watchdog);
     finish(cfg, &arch, run_dir, trained, &ds, image_size, &device)
 }
 
