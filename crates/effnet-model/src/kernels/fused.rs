@@ -9,7 +9,7 @@
 //! calls these directly when [`super::fused_inference`] says they apply.
 
 use super::flex::{contiguous, geometry, new_tensor, pw_dims, slice};
-use super::pointwise::{gemm_raw, row_major, transposed};
+use super::pointwise::{dense, row_major, transposed};
 use super::simd::{self, Act};
 use super::{channels_last, depthwise, pointwise};
 use burn::backend::Flex;
@@ -126,23 +126,9 @@ pub fn pool_linear(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>) -> Fl
             }
         }
     });
-    let mut y = match bias.map(contiguous) {
-        Some(b) => slice(&b).repeat(n),
-        None => vec![0.0f32; n * classes],
-    };
-    // SAFETY: `y` is n × classes at row stride classes (initialised: the GEMM adds to it);
-    // `pooled` is n × c and `w` c × classes.
-    unsafe {
-        gemm_raw(
-            y.as_mut_ptr(),
-            classes,
-            true,
-            (n, classes, c),
-            row_major(&pooled, n, c),
-            row_major(slice(&w), c, classes),
-            rayon::current_num_threads(),
-        )
-    };
+    let bias = bias.map(contiguous);
+    let zeros = vec![0.0f32; classes];
+    let y = dense(&pooled, n, c, row_major(slice(&w), c, classes), bias.as_ref().map_or(&zeros, |b| slice(b)));
     new_tensor(y, Shape::from([n, classes]))
 }
 
@@ -201,40 +187,9 @@ pub fn se_gates(
     assert!(w1.len() == r * channels && w2.len() == channels * r && b2.len() == channels);
     assert!(means.len().is_multiple_of(channels));
     let n = means.len() / channels;
-    let threads = rayon::current_num_threads();
-    let mut hidden = vec![0.0f32; n * r];
-    // SAFETY: `hidden` is n × r at row stride r; `means` is n × c and W₁ᵀ c × r (asserted).
-    unsafe {
-        gemm_raw(
-            hidden.as_mut_ptr(),
-            r,
-            false,
-            (n, r, channels),
-            row_major(means, n, channels),
-            transposed(w1, r, channels),
-            threads,
-        )
-    };
-    let ones = vec![1.0f32; r.max(channels)];
-    for h in hidden.chunks_exact_mut(r) {
-        simd::affine_act_cols(h, &ones[..r], b1, act);
-    }
-    let mut gates = vec![0.0f32; n * channels];
-    // SAFETY: `gates` is n × c at row stride c; `hidden` is n × r and W₂ᵀ r × c.
-    unsafe {
-        gemm_raw(
-            gates.as_mut_ptr(),
-            channels,
-            false,
-            (n, channels, r),
-            row_major(&hidden, n, r),
-            transposed(w2, channels, r),
-            threads,
-        )
-    };
-    for g in gates.chunks_exact_mut(channels) {
-        simd::affine_act_cols(g, &ones[..channels], b2, Act::Identity);
-    }
+    let mut hidden = dense(means, n, channels, transposed(w1, r, channels), b1);
+    simd::affine_act(&mut hidden, 1.0, 0.0, act);
+    let mut gates = dense(&hidden, n, r, transposed(w2, channels, r), b2);
     simd::sigmoid_in_place(&mut gates);
     gates
 }

@@ -89,6 +89,20 @@ pub(super) fn transposed(s: &[f32], rows: usize, cols: usize) -> View {
     View { ptr: s.as_ptr(), rs: 1, cs: cols as isize }
 }
 
+/// `x · rhs + bias` for `x` `[rows, k]` (row-major) and `rhs` `k × n` (the `View` built for
+/// those sizes), with `[n]` `bias` added to every row: one GEMM on every thread, the bias as its
+/// initial value.
+pub(super) fn dense(x: &[f32], rows: usize, k: usize, rhs: View, bias: &[f32]) -> Vec<f32> {
+    let n = bias.len();
+    let mut y = bias.repeat(rows);
+    // SAFETY: `y` is rows × n at row stride n and initialised (the GEMM adds to it); `x` is
+    // rows × k (checked by `row_major`) and the caller built `rhs` for k × n.
+    unsafe {
+        gemm_raw(y.as_mut_ptr(), n, true, (rows, n, k), row_major(x, rows, k), rhs, rayon::current_num_threads())
+    };
+    y
+}
+
 /// Samples run in parallel when there are enough of them; otherwise GEMM uses the threads.
 fn split(batch: usize) -> (bool, usize) {
     let threads = rayon::current_num_threads();
