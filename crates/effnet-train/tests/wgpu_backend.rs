@@ -1,7 +1,7 @@
 //! The network on wgpu against flex: eval-mode logits, and one SGD training step (train-mode
-//! BatchNorm, backward, update). Built only with `--features wgpu`; in CI wgpu runs on Mesa's
-//! lavapipe (a Vulkan driver on the CPU), see `.ci/run`.
-#![cfg(feature = "wgpu")]
+//! BatchNorm, backward, update). Built only with `--features wgpu` or `wgpu-plain`; without a GPU
+//! it runs on Mesa's lavapipe (a Vulkan driver on the CPU), see `scripts/test_wgpu.sh`.
+#![cfg(feature = "wgpu-plain")]
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
