@@ -185,7 +185,7 @@ fn every_other_body<const F: bool>(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-super::simd::multiversion!(every_other, every_other_body, (src: &[f32], dst: &mut [f32]));
+super::simd::multiversion!(pub(super) every_other, every_other_body, (src: &[f32], dst: &mut [f32]));
 
 /// Output columns computed together in registers.
 const LANES: usize = 8;

@@ -156,12 +156,20 @@ pub fn conv_affine(
         let (s, row) = (r / rows, r % rows);
         let (c, kh, kw) = (row / (k * k), row / k % k, row % k);
         let src = &xs[(s * cin + c) * h * wi..][..h * wi];
+        // Output columns whose input column `ow·stride + kw − left` is inside the image; the
+        // others stay zero (padding).
+        let lo = left.saturating_sub(kw).div_ceil(stride);
+        let hi = (wi + left).saturating_sub(kw).div_ceil(stride).min(out_w);
+        if lo >= hi {
+            return;
+        }
         for (oh, d) in dst.chunks_exact_mut(out_w).enumerate() {
             let Some(ih) = (oh * stride + kh).checked_sub(top).filter(|&ih| ih < h) else { continue };
-            for (ow, v) in d.iter_mut().enumerate() {
-                if let Some(iw) = (ow * stride + kw).checked_sub(left).filter(|&iw| iw < wi) {
-                    *v = src[ih * wi + iw];
-                }
+            let from = &src[ih * wi + lo * stride + kw - left..(ih + 1) * wi];
+            match stride {
+                1 => d[lo..hi].copy_from_slice(&from[..hi - lo]),
+                2 => depthwise::every_other(from, &mut d[lo..hi]),
+                _ => d[lo..hi].iter_mut().enumerate().for_each(|(i, v)| *v = from[i * stride]),
             }
         }
     });
@@ -197,6 +205,56 @@ pub fn se_gates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conv_affine_matches_the_definition() {
+        // The stem's TF-SAME stride 2 (extra pixel bottom/right) on odd and even sizes, PyTorch's
+        // symmetric padding, stride 1, and a kernel wider than a narrow image.
+        let v = |len, seed| crate::kernels::test_values(len, seed, 0.0);
+        for (n, cin, h, wi, cout, k, stride, pads) in [
+            (2, 3, 9, 8, 4, 3, 2, [(0, 1), (0, 1)]),
+            (1, 3, 10, 7, 5, 3, 2, [(1, 1), (1, 1)]),
+            (2, 2, 6, 5, 3, 3, 1, [(1, 1), (1, 1)]),
+            (1, 2, 5, 2, 2, 5, 1, [(2, 2), (2, 2)]),
+        ] {
+            let [(top, bottom), (left, right)] = pads;
+            let (x, w) = (v(n * cin * h * wi, 1), v(cout * cin * k * k, 2));
+            let (scale, shift) = (v(cout, 3), v(cout, 4));
+            let t = |d: Vec<f32>, shape: [usize; 4]| new_tensor(d, Shape::from(shape));
+            let y = conv_affine(
+                t(x.clone(), [n, cin, h, wi]),
+                t(w.clone(), [cout, cin, k, k]),
+                stride,
+                pads,
+                (&scale, &shift),
+                Act::Silu,
+            );
+            let (oh_n, ow_n) = ((h + top + bottom - k) / stride + 1, (wi + left + right - k) / stride + 1);
+            assert_eq!(y.layout().shape(), &Shape::from([n, cout, oh_n, ow_n]));
+            let y = slice(&y);
+            for (i, &got) in y.iter().enumerate() {
+                let (s, o, oh, ow) = (i / (cout * oh_n * ow_n), i / (oh_n * ow_n) % cout, i / ow_n % oh_n, i % ow_n);
+                let mut acc = 0.0f64;
+                for c in 0..cin {
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let (ih, iw) = (
+                                (oh * stride + kh) as isize - top as isize,
+                                (ow * stride + kw) as isize - left as isize,
+                            );
+                            if (0..h as isize).contains(&ih) && (0..wi as isize).contains(&iw) {
+                                acc += w[((o * cin + c) * k + kh) * k + kw] as f64
+                                    * x[((s * cin + c) * h + ih as usize) * wi + iw as usize] as f64;
+                            }
+                        }
+                    }
+                }
+                let z = acc * scale[o] as f64 + shift[o] as f64;
+                let want = z / (1.0 + (-z).exp());
+                assert!((got as f64 - want).abs() < 1e-5, "{pads:?} s{stride} y[{s},{o},{oh},{ow}] = {got} vs {want}");
+            }
+        }
+    }
 
     #[test]
     fn se_gates_match_the_definition() {

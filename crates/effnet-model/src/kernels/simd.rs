@@ -102,9 +102,9 @@ fn sigmoid_bwd_body<const F: bool>(y: &[f32], g: &[f32], dx: &mut [Out]) {
 /// is built for baseline x86-64, i.e. SSE2, so that the binary runs on any x86-64 CPU). Bodies
 /// take `<const FMA: bool>`: true in the two vector instantiations (see [`madd`]).
 macro_rules! multiversion {
-    ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {
+    ($vis:vis $name:ident, $body:ident, ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {
         #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
