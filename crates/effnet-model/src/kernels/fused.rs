@@ -44,9 +44,14 @@ fn channels_last(x: FlexTensor) -> FlexTensor {
 /// Channels-last data (`[n, h, w, c]` in memory) as a tensor of the logical shape `[n, c, h, w]`
 /// with permuted strides, as `x.permute([0, 3, 1, 2])` would give: burn's own ops read it
 /// correctly wherever it goes, and the next small-map kernel takes the storage as it is.
-fn channels_last_tensor(data: Vec<f32>, [n, c, h, w]: [usize; 4]) -> FlexTensor {
-    let strides = vec![(h * w * c) as isize, 1, (w * c) as isize, c as isize];
-    FlexTensor::new(Bytes::from_elems(data), Layout::new(Shape::from([n, c, h, w]), strides, 0), DType::F32)
+fn channels_last_tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    let layout = Layout::new(Shape::from(shape), channels_last_strides(shape), 0);
+    FlexTensor::new(Bytes::from_elems(data), layout, DType::F32)
+}
+
+/// The strides of a channels-last tensor of logical shape `[n, c, h, w]`.
+fn channels_last_strides([_, c, h, w]: [usize; 4]) -> Vec<isize> {
+    vec![(h * w * c) as isize, 1, (w * c) as isize, c as isize]
 }
 
 /// `act(scale ⊙ conv1×1(gates ⊙ x) + shift) + residual` (see [`pointwise::forward_affine`];
@@ -109,7 +114,7 @@ pub fn pool_linear(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>) -> Fl
     let (n, c, plane) = (d[0], d[1], d[2] * d[3]);
     let classes = w.layout().shape()[1];
     assert_eq!(w.layout().shape()[0], c, "classifier input width");
-    let channels_last_order = x.layout().strides() == [(plane * c) as isize, 1, (d[3] * c) as isize, c as isize];
+    let channels_last_order = x.layout().strides() == channels_last_strides([n, c, d[2], d[3]]);
     let x = if channels_last_order { channels_last(x) } else { contiguous(x) };
     let xs = slice(&x);
     let mut pooled = vec![0.0f32; n * c];
