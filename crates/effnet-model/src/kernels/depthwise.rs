@@ -298,12 +298,9 @@ fn forward_plane_body<const F: bool>(
     let at = |f: usize| (f / per_row, f % per_row * LANES);
     let store = |yp: &mut [Out], f: usize, acc: &[f32; LANES]| {
         let (oh, col) = at(f);
-        let yr = &mut yp[oh * ow..][..ow];
-        // A fixed-size copy for full blocks: a variable length calls memmove.
-        match yr.get_mut(col..col + LANES) {
-            Some(dst) => dst.iter_mut().zip(acc).for_each(|(d, v)| _ = d.write(*v)),
-            None => yr[col..].iter_mut().zip(acc).for_each(|(d, v)| _ = d.write(*v)),
-        }
+        // Up to LANES outputs (fewer at a row's end); the zip's bound is at most LANES, so this
+        // stays a short fixed loop rather than a memmove call.
+        yp[oh * ow..][..ow][col..].iter_mut().zip(acc).for_each(|(d, v)| _ = d.write(*v));
     };
     let base = |f: usize| {
         let (oh, col) = at(f);
