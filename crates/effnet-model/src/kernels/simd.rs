@@ -192,6 +192,24 @@ fn affine_cols_relu6_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
+/// `dst[i] = a[i]·b[i]`.
+#[inline(always)]
+fn mul_body<const F: bool>(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        *d = x * y;
+    }
+}
+
+/// `dst[i] = a[i]·k`.
+#[inline(always)]
+fn scale_body<const F: bool>(dst: &mut [f32], a: &[f32], k: f32) {
+    for (d, &x) in dst.iter_mut().zip(a) {
+        *d = x * k;
+    }
+}
+
+multiversion!(pub(super) mul, mul_body, (dst: &mut [f32], a: &[f32], b: &[f32]));
+multiversion!(pub(super) scale, scale_body, (dst: &mut [f32], a: &[f32], k: f32));
 multiversion!(affine_simd, affine_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(affine_cols_simd, affine_cols_body, (y: &mut [f32], a: &[f32], b: &[f32]));
 multiversion!(affine_cols_silu_simd, affine_cols_silu_body, (y: &mut [f32], a: &[f32], b: &[f32]));
