@@ -138,8 +138,9 @@ pub fn pool_linear(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>) -> Fl
 }
 
 /// `act(scale ⊙ conv(x) + shift)` for a dense (groups = 1) k×k conv without bias (the stem):
-/// the input is unfolded into `[n, c_in·k·k, out_h·out_w]` columns (im2col) and multiplied by
-/// the `[c_out, c_in·k·k]` weights with the epilogue of [`pointwise::forward_affine`].
+/// the input is unfolded into `c_in·k·k` rows of output columns (im2col) block by block, each
+/// block multiplied by the `[c_out, c_in·k·k]` weights with the epilogue of
+/// [`pointwise::forward_affine`] while it is in cache.
 pub fn conv_affine(
     x: FlexTensor,
     w: FlexTensor,
@@ -156,31 +157,65 @@ pub fn conv_affine(
     let (rows, plane) = (cin * k * k, out_h * out_w);
     let x = contiguous(x);
     let xs = slice(&x);
-    let mut cols = vec![0.0f32; n * rows * plane];
-    cols.par_chunks_mut(plane).enumerate().for_each(|(r, dst)| {
-        let (s, row) = (r / rows, r % rows);
-        let (c, kh, kw) = (row / (k * k), row / k % k, row % k);
-        let src = &xs[(s * cin + c) * h * wi..][..h * wi];
-        // Output columns whose input column `ow·stride + kw − left` is inside the image; the
-        // others stay zero (padding).
-        let lo = left.saturating_sub(kw).div_ceil(stride);
-        let hi = (wi + left).saturating_sub(kw).div_ceil(stride).min(out_w);
-        if lo >= hi {
-            return;
-        }
-        for (oh, d) in dst.chunks_exact_mut(out_w).enumerate() {
-            let Some(ih) = (oh * stride + kh).checked_sub(top).filter(|&ih| ih < h) else { continue };
-            let from = &src[ih * wi + lo * stride + kw - left..(ih + 1) * wi];
-            match stride {
-                1 => d[lo..hi].copy_from_slice(&from[..hi - lo]),
-                2 => depthwise::every_other(from, &mut d[lo..hi]),
-                _ => d[lo..hi].iter_mut().enumerate().for_each(|(i, v)| *v = from[i * stride]),
+    let unfold = Unfold { cin, h, w: wi, k, stride, top, left, out_w };
+    let fill =
+        |s: usize, p0: usize, block: &mut [f32]| unfold.block(&xs[s * cin * h * wi..][..cin * h * wi], p0, block);
+    let d = pointwise::Dims { batch: n, cin: rows, cout, plane };
+    let y = pointwise::forward_affine_unfolded(&d, &fill, slice(&w), bn, act);
+    new_tensor(y, Shape::from([n, cout, out_h, out_w]))
+}
+
+/// The im2col of one sample for a k×k conv (see [`conv_affine`]).
+struct Unfold {
+    cin: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    top: usize,
+    left: usize,
+    out_w: usize,
+}
+
+impl Unfold {
+    /// Output columns `p0 .. p0 + len` of sample `xs` (`[c_in, h, w]`) unfolded into `block`
+    /// (`c_in·k·k` rows of `len`): row (c, kh, kw) holds input pixel
+    /// `(oh·stride + kh − top, ow·stride + kw − left)` of channel c for each output (oh, ow),
+    /// zero where that is padding. Every element of `block` is written.
+    fn block(&self, xs: &[f32], p0: usize, block: &mut [f32]) {
+        let Self { cin, h, w, k, stride, top, left, out_w } = *self;
+        let len = block.len() / (cin * k * k);
+        for (row, dst) in block.chunks_exact_mut(len).enumerate() {
+            let (c, kh, kw) = (row / (k * k), row / k % k, row % k);
+            let src = &xs[c * h * w..][..h * w];
+            // Output columns whose input column `ow·stride + kw − left` is inside the image.
+            let lo = left.saturating_sub(kw).div_ceil(stride).min(out_w);
+            let hi = (w + left).saturating_sub(kw).div_ceil(stride).clamp(lo, out_w);
+            let mut p = p0;
+            while p < p0 + len {
+                let (oh, ow0) = (p / out_w, p % out_w);
+                let ow1 = out_w.min(ow0 + p0 + len - p);
+                let seg = &mut dst[p - p0..][..ow1 - ow0];
+                p += ow1 - ow0;
+                let Some(ih) = (oh * stride + kh).checked_sub(top).filter(|&ih| ih < h) else {
+                    seg.fill(0.0);
+                    continue;
+                };
+                let (a, b) = (lo.clamp(ow0, ow1), hi.clamp(ow0, ow1));
+                seg[..a - ow0].fill(0.0);
+                seg[b - ow0..].fill(0.0);
+                if a < b {
+                    let from = &src[ih * w + a * stride + kw - left..(ih + 1) * w];
+                    let d = &mut seg[a - ow0..b - ow0];
+                    match stride {
+                        1 => d.copy_from_slice(&from[..b - a]),
+                        2 => depthwise::every_other(from, d),
+                        _ => d.iter_mut().enumerate().for_each(|(i, v)| *v = from[i * stride]),
+                    }
+                }
             }
         }
-    });
-    let d = pointwise::Dims { batch: n, cin: rows, cout, plane };
-    let y = pointwise::forward_affine(&d, &cols, slice(&w), bn, act, None, None);
-    new_tensor(y, Shape::from([n, cout, out_h, out_w]))
+    }
 }
 
 /// Squeeze-excitation's gates from the squeezed `[n, c]` means:
@@ -214,13 +249,16 @@ mod tests {
     #[test]
     fn conv_affine_matches_the_definition() {
         // The stem's TF-SAME stride 2 (extra pixel bottom/right) on odd and even sizes, PyTorch's
-        // symmetric padding, stride 1, and a kernel wider than a narrow image.
+        // symmetric padding, stride 1, a kernel wider than a narrow image, and 40 input channels
+        // (360 unfolded rows: blocks of 80 columns that start and end mid-row).
         let v = |len, seed| crate::kernels::test_values(len, seed, 0.0);
         for (n, cin, h, wi, cout, k, stride, pads) in [
             (2, 3, 9, 8, 4, 3, 2, [(0, 1), (0, 1)]),
             (1, 3, 10, 7, 5, 3, 2, [(1, 1), (1, 1)]),
             (2, 2, 6, 5, 3, 3, 1, [(1, 1), (1, 1)]),
             (1, 2, 5, 2, 2, 5, 1, [(2, 2), (2, 2)]),
+            (1, 40, 13, 11, 3, 3, 1, [(1, 1), (1, 1)]),
+            (2, 40, 25, 22, 2, 3, 2, [(0, 1), (0, 1)]),
         ] {
             let [(top, bottom), (left, right)] = pads;
             let (x, w) = (v(n * cin * h * wi, 1), v(cout * cin * k * k, 2));
@@ -257,6 +295,33 @@ mod tests {
                 let z = acc * scale[o] as f64 + shift[o] as f64;
                 let want = z / (1.0 + (-z).exp());
                 assert!((got as f64 - want).abs() < 1e-5, "{pads:?} s{stride} y[{s},{o},{oh},{ow}] = {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn unfolded_blocks_overwrite_their_whole_buffer() {
+        // Blocks that start and end mid-row, into buffers full of NaN (a reused buffer holds
+        // the previous block's values): every element is written, padding as zeros.
+        let (cin, h, w, k) = (2, 7, 6, 3);
+        for (stride, top, left, out_h, out_w) in [(2, 0, 0, 4, 3), (1, 1, 1, 7, 6), (2, 1, 1, 4, 3)] {
+            let u = Unfold { cin, h, w, k, stride, top, left, out_w };
+            let xs = crate::kernels::test_values(cin * h * w, 9, 2.0);
+            let plane = out_h * out_w;
+            for (p0, len) in [(0, plane), (1, 5), (4, plane - 4)] {
+                let mut block = vec![f32::NAN; cin * k * k * len];
+                u.block(&xs, p0, &mut block);
+                for (i, &v) in block.iter().enumerate() {
+                    let (row, j) = (i / len, i % len);
+                    let (c, kh, kw, p) = (row / (k * k), row / k % k, row % k, p0 + j);
+                    let (ih, iw) = (
+                        (p / out_w * stride + kh) as isize - top as isize,
+                        (p % out_w * stride + kw) as isize - left as isize,
+                    );
+                    let inside = (0..h as isize).contains(&ih) && (0..w as isize).contains(&iw);
+                    let want = if inside { xs[(c * h + ih as usize) * w + iw as usize] } else { 0.0 };
+                    assert_eq!(v, want, "stride {stride} pad {top},{left} block {p0}+{len} row {row} col {j}");
+                }
             }
         }
     }

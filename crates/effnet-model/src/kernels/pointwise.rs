@@ -170,25 +170,51 @@ pub fn forward_affine(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let stream = d.batch * d.cout * d.plane >= STREAM_MIN;
-    forward_affine_with(d, x, w, (scale, shift), act, gates, residual, stream)
+    forward_affine_with(d, Input::Planes { x, gates }, w, (scale, shift), act, residual, stream)
+}
+
+/// [`forward_affine`] (no gates, no residual) on an input that is never materialised whole:
+/// `fill(n, p0, block)` writes sample n's input columns `p0 .. p0 + len` as a row-major
+/// `c_in × len` block (`block.len() = c_in·len`) right before the task's GEMM reads it, while
+/// it is in cache. The stem's im2col goes through here: unfolded whole it was 22 MB at 224² and
+/// batch 16, zeroed, written and read back.
+pub fn forward_affine_unfolded(
+    d: &Dims,
+    fill: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+    w: &[f32],
+    bn: (&[f32], &[f32]),
+    act: super::simd::Act,
+) -> Vec<f32> {
+    let stream = d.batch * d.cout * d.plane >= STREAM_MIN;
+    forward_affine_with(d, Input::Blocks(fill), w, bn, act, None, stream)
+}
+
+/// Where [`forward_affine_with`] finds its input blocks.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// `[n, c_in, plane]` with optional `[n, c_in]` SE gates.
+    Planes { x: &'a [f32], gates: Option<&'a [f32]> },
+    /// Written block by block (see [`forward_affine_unfolded`]).
+    Blocks(&'a (dyn Fn(usize, usize, &mut [f32]) + Sync)),
 }
 
 /// [`forward_affine`], its output streamed out with non-temporal stores when `stream`.
 #[allow(clippy::too_many_arguments)]
 fn forward_affine_with(
     d: &Dims,
-    x: &[f32],
+    input: Input,
     w: &[f32],
     (scale, shift): (&[f32], &[f32]),
     act: super::simd::Act,
-    gates: Option<&[f32]>,
     residual: Option<&[f32]>,
     stream: bool,
 ) -> Vec<f32> {
     let (xs, ys, plane) = (d.cin * d.plane, d.cout * d.plane, d.plane);
-    assert!(x.len() == d.batch * xs && w.len() == d.cout * d.cin);
+    assert!(w.len() == d.cout * d.cin);
     assert!(scale.len() == d.cout && shift.len() == d.cout);
-    assert!(gates.is_none_or(|g| g.len() == d.batch * d.cin));
+    if let Input::Planes { x, gates } = input {
+        assert!(x.len() == d.batch * xs && gates.is_none_or(|g| g.len() == d.batch * d.cin));
+    }
     assert!(residual.is_none_or(|r| r.len() == d.batch * ys));
     let block = column_block(d);
     let blocks = plane.div_ceil(block);
@@ -201,21 +227,33 @@ fn forward_affine_with(
         |(wbuf, xbuf, scratch): &mut (Vec<f32>, Vec<f32>, Vec<f32>), t| {
             let (n, p0) = (t / blocks, (t % blocks) * block);
             let len = block.min(plane - p0);
-            let xn = &x[n * xs..][..xs];
-            let strided = View { ptr: xn[p0..].as_ptr(), rs: plane as isize, cs: 1 };
-            let (lhs, rhs) = match gates.map(|g| &g[n * d.cin..][..d.cin]) {
-                None => (row_major(w, d.cout, d.cin), strided),
+            let (x, gates) = match input {
+                Input::Blocks(fill) => {
+                    xbuf.resize(d.cin * len, 0.0);
+                    fill(n, p0, xbuf);
+                    (row_major(xbuf, d.cin, len), None)
+                }
+                Input::Planes { x, gates } => {
+                    let xn = &x[n * xs..][..xs];
+                    (
+                        View { ptr: xn[p0..].as_ptr(), rs: plane as isize, cs: 1 },
+                        gates.map(|g| (xn, &g[n * d.cin..][..d.cin])),
+                    )
+                }
+            };
+            let (lhs, rhs) = match gates {
+                None => (row_major(w, d.cout, d.cin), x),
                 // SE's gates scale the weights' columns or the input block's rows, whichever
                 // is smaller (vectorised: an element-by-element `extend` was ≈ 5 % of B0
                 // inference at 224²).
-                Some(g) if d.cout <= len => {
+                Some((_, g)) if d.cout <= len => {
                     wbuf.resize(d.cout * d.cin, 0.0);
                     wbuf.chunks_exact_mut(d.cin)
                         .zip(w.chunks_exact(d.cin))
                         .for_each(|(dst, row)| simd::mul(dst, row, g));
-                    (row_major(wbuf, d.cout, d.cin), strided)
+                    (row_major(wbuf, d.cout, d.cin), x)
                 }
-                Some(g) => {
+                Some((xn, g)) => {
                     xbuf.resize(d.cin * len, 0.0);
                     for (c, (dst, &k)) in xbuf.chunks_exact_mut(len).zip(g).enumerate() {
                         simd::scale(dst, &xn[c * plane + p0..][..len], k);
@@ -377,11 +415,10 @@ mod tests {
                 // here) holds the same values.
                 let streamed = forward_affine_with(
                     &d,
-                    &x,
+                    Input::Planes { x: &x, gates: with_gates.then_some(&gates[..]) },
                     &w,
                     (&scale, &shift),
                     act,
-                    with_gates.then_some(&gates[..]),
                     with_res.then_some(&res[..]),
                     true,
                 );

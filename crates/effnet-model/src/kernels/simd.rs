@@ -52,9 +52,9 @@ fn exp_neg<const F: bool>(x: f32) -> f32 {
     // ln 2 split in two so that `x - n·ln2` is exact.
     let r = madd::<F>(n, 2.121_944_4e-4, madd::<F>(n, -0.693_359_4, x));
     let mut p = 8.312_528e-3_f32;
-    p = madd::<F>(p, r, 4.189_011_8e-2);
+    p = madd::<F>(p, r, 4.189_012e-2);
     p = madd::<F>(p, r, 1.666_711_4e-1);
-    p = madd::<F>(p, r, 4.999_923_2e-1);
+    p = madd::<F>(p, r, 4.999_923e-1);
     let p = madd::<F>(p, r * r, r + 1.0);
     // 2ⁿ straight from `t`'s bits (0x4B40_0000 + n; the shift drops everything above n):
     // `n as i32` would be Rust's saturating cast, which LLVM scalarises lane by lane with
@@ -332,6 +332,51 @@ pub fn sigmoid_backward(y: &[f32], g: &[f32], dx: &mut [Out]) {
     binary(y, g, dx, sigmoid_bwd_simd)
 }
 
+/// `dst[..src.len()] = src` with non-temporal stores (they bypass the cache and skip reading
+/// the destination lines first) where `dst` is 32-byte aligned; call [`store_fence`] before
+/// other threads read `dst`.
+///
+/// # Safety
+/// `dst` must be valid for `src.len()` writes and not overlap `src`.
+pub unsafe fn stream_copy(dst: *mut f32, src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX; the pointers as the caller guarantees.
+        return unsafe { stream_copy_avx(dst, src) };
+    }
+    // SAFETY: as the caller guarantees.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_copy_avx(dst: *mut f32, src: &[f32]) {
+    use std::arch::x86_64::{_mm256_loadu_ps, _mm256_stream_ps};
+    let n = src.len();
+    let head = dst.align_offset(32).min(n);
+    // SAFETY: every write is below dst + n (the caller's guarantee); the streamed ones start
+    // at a 32-byte aligned address, as `_mm256_stream_ps` requires.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst, head);
+        let mut i = head;
+        while i + 8 <= n {
+            _mm256_stream_ps(dst.add(i), _mm256_loadu_ps(src.as_ptr().add(i)));
+            i += 8;
+        }
+        std::ptr::copy_nonoverlapping(src.as_ptr().add(i), dst.add(i), n - i);
+    }
+}
+
+/// Makes earlier non-temporal stores ([`stream_copy`]) visible before any later store (rayon's
+/// synchronisation orders only normal stores).
+pub fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `sfence` has no preconditions (SSE is part of x86-64).
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,50 +427,5 @@ mod tests {
         silu_in_place(&mut y2);
         sigmoid_in_place(&mut s2);
         assert_eq!((y2, s2), (y, s), "in-place kernels equal the out-of-place ones");
-    }
-}
-
-/// `dst[..src.len()] = src` with non-temporal stores (they bypass the cache and skip reading
-/// the destination lines first) where `dst` is 32-byte aligned; call [`store_fence`] before
-/// other threads read `dst`.
-///
-/// # Safety
-/// `dst` must be valid for `src.len()` writes and not overlap `src`.
-pub unsafe fn stream_copy(dst: *mut f32, src: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has AVX; the pointers as the caller guarantees.
-        return unsafe { stream_copy_avx(dst, src) };
-    }
-    // SAFETY: as the caller guarantees.
-    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn stream_copy_avx(dst: *mut f32, src: &[f32]) {
-    use std::arch::x86_64::{_mm256_loadu_ps, _mm256_stream_ps};
-    let n = src.len();
-    let head = dst.align_offset(32).min(n);
-    // SAFETY: every write is below dst + n (the caller's guarantee); the streamed ones start
-    // at a 32-byte aligned address, as `_mm256_stream_ps` requires.
-    unsafe {
-        std::ptr::copy_nonoverlapping(src.as_ptr(), dst, head);
-        let mut i = head;
-        while i + 8 <= n {
-            _mm256_stream_ps(dst.add(i), _mm256_loadu_ps(src.as_ptr().add(i)));
-            i += 8;
-        }
-        std::ptr::copy_nonoverlapping(src.as_ptr().add(i), dst.add(i), n - i);
-    }
-}
-
-/// Makes earlier non-temporal stores ([`stream_copy`]) visible before any later store (rayon's
-/// synchronisation orders only normal stores).
-pub fn store_fence() {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `sfence` has no preconditions (SSE is part of x86-64).
-    unsafe {
-        std::arch::x86_64::_mm_sfence()
     }
 }
