@@ -183,7 +183,7 @@ pub fn forward_affine_unfolded(
     fill: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
     w: &[f32],
     bn: (&[f32], &[f32]),
-    act: super::simd::Act,
+    act: simd::Act,
 ) -> Vec<f32> {
     let stream = d.batch * d.cout * d.plane >= STREAM_MIN;
     forward_affine_with(d, Input::Blocks(fill), w, bn, act, None, stream)
@@ -205,7 +205,7 @@ fn forward_affine_with(
     input: Input,
     w: &[f32],
     (scale, shift): (&[f32], &[f32]),
-    act: super::simd::Act,
+    act: simd::Act,
     residual: Option<&[f32]>,
     stream: bool,
 ) -> Vec<f32> {
@@ -263,7 +263,7 @@ fn forward_affine_with(
             };
             // BN, the activation and the residual on row o of the block, while it is in cache.
             let finish = |o: usize, row: &mut [f32]| {
-                super::simd::affine_act(row, scale[o], shift[o], act);
+                simd::affine_act(row, scale[o], shift[o], act);
                 if let Some(r) = residual {
                     row.iter_mut().zip(&r[n * ys + o * plane + p0..][..len]).for_each(|(v, &rv)| *v += rv);
                 }
@@ -280,9 +280,9 @@ fn forward_affine_with(
                 for (o, row) in scratch.chunks_exact_mut(len).enumerate() {
                     finish(o, row);
                     // SAFETY: row o, columns p0..p0+len of sample n: inside `y`, this task's.
-                    unsafe { super::simd::stream_copy(dst.add(o * plane), row) };
+                    unsafe { simd::stream_copy(dst.add(o * plane), row) };
                 }
-                super::simd::store_fence();
+                simd::store_fence();
                 return;
             }
             // SAFETY: rows o < c_out, columns p0..p0+len of sample n lie inside `y` and belong
