@@ -43,7 +43,8 @@ pub(super) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// degree bought nothing visible in f32 for two more FMAs per element.
 #[inline(always)]
 fn exp_neg<const F: bool>(x: f32) -> f32 {
-    let x = x.max(-87.3);
+    // Not `x.max(−87.3)`: that would turn NaN into −87.3 (one instruction either way).
+    let x = if x < -87.3 { -87.3 } else { x };
     // Round to nearest by adding and removing 1.5·2²³ (two vector adds; `f32::round` rounds
     // half away from zero, which costs several instructions per lane).
     const MAGIC: f32 = 12_582_912.0;
@@ -423,6 +424,12 @@ mod tests {
             assert!(close(ds[i], dsig), "sigmoid'({xv}) = {} vs {dsig}", ds[i]);
         }
         assert!(y.iter().chain(&s).chain(&dx).chain(&ds).all(|v| v.is_finite()));
+        // NaN stays NaN (a diverged run must not turn into plausible gates).
+        let mut nan = vec![f32::NAN; 19];
+        sigmoid_in_place(&mut nan);
+        assert!(nan.iter().all(|v| v.is_nan()), "sigmoid(NaN) = {nan:?}");
+        silu_in_place(&mut nan);
+        assert!(nan.iter().all(|v| v.is_nan()), "silu(NaN) = {nan:?}");
         let (mut y2, mut s2) = (x.clone(), x.clone());
         silu_in_place(&mut y2);
         sigmoid_in_place(&mut s2);
