@@ -329,7 +329,7 @@ fn forward_plane_body<const F: bool>(
     // GROUP blocks at a time, the rest in halving groups (a lone block is one chain of k²
     // dependent FMAs: a 14×14 map has 28 blocks, 3 × 8 + 4).
     macro_rules! blocks {
-        ($g:literal) => {{
+        ($g:expr) => {{
             let blocks: [(usize, usize); $g] = std::array::from_fn(|_| next(&mut pos));
             // SAFETY: every block lies in the plane, checked against `buf` above.
             let acc = unsafe { tap_blocks::<F, $g>(wc, taps, buf.as_ptr(), blocks.map(|(r, c)| r * step + c)) };
@@ -339,7 +339,7 @@ fn forward_plane_body<const F: bool>(
     }
     while f < total {
         match total - f {
-            GROUP.. => blocks!(8),
+            GROUP.. => blocks!(GROUP),
             4.. => blocks!(4),
             2.. => blocks!(2),
             _ => blocks!(1),

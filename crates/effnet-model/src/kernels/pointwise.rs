@@ -198,7 +198,8 @@ enum Input<'a> {
     Blocks(&'a (dyn Fn(usize, usize, &mut [f32]) + Sync)),
 }
 
-/// [`forward_affine`], its output streamed out with non-temporal stores when `stream`.
+/// [`forward_affine`] on either input source, its output streamed out with non-temporal stores
+/// when `stream`.
 #[allow(clippy::too_many_arguments)]
 fn forward_affine_with(
     d: &Dims,
