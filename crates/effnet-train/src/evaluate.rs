@@ -1,5 +1,6 @@
 //! Evaluation: loss, top-1 and top-5 of a network on a split.
 
+use crate::confusion::ConfusionMatrix;
 use crate::data::{self, ClassificationBatch, Split};
 use crate::precision::{cast_input, cast_module};
 use burn::prelude::*;
@@ -16,8 +17,14 @@ pub struct EvalMetrics {
     pub images: usize,
 }
 
-/// Per-batch sums: (loss·n, top-1 hits, top-5 hits, n).
-fn batch_sums(net: &EfficientNet, batch: ClassificationBatch, precision: Precision) -> (f64, usize, usize, usize) {
+/// Per-batch sums: (loss·n, top-1 hits, top-5 hits, n); each image's (target, top-1 class) is
+/// counted into `confusion`.
+fn batch_sums(
+    net: &EfficientNet,
+    batch: ClassificationBatch,
+    precision: Precision,
+    confusion: &mut ConfusionMatrix,
+) -> (f64, usize, usize, usize) {
     // Loss and ranking in f32 whatever the network's precision.
     let logits = net.forward(cast_input(batch.images, precision)).cast(burn::tensor::FloatDType::F32);
     let [n, classes] = logits.dims();
@@ -26,6 +33,10 @@ fn batch_sums(net: &EfficientNet, batch: ClassificationBatch, precision: Precisi
     let nll = logp.gather(1, targets.clone()).neg().sum().into_scalar::<f32>() as f64;
     let k = classes.min(5);
     let topk = logits.argsort_descending(1).slice([0..n, 0..k]);
+    let ints = |t: Tensor<2, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().expect("int tensor");
+    for (t, p) in ints(targets.clone()).into_iter().zip(ints(topk.clone().slice([0..n, 0..1]))) {
+        confusion.add(t as usize, p as usize);
+    }
     let hits = topk.equal(targets.expand([n, k])).int();
     let top1 = hits.clone().slice([0..n, 0..1]).sum().into_scalar::<i64>() as usize;
     let top5 = hits.sum().into_scalar::<i64>() as usize;
@@ -54,17 +65,31 @@ pub fn evaluate_net_at(
     device: &Device,
     precision: Precision,
 ) -> EvalMetrics {
+    evaluate_with_confusion(net, split, cfg, image_size, batch_size, device, precision).0
+}
+
+/// [`evaluate_net_at`] and the confusion matrix of its top-1 predictions.
+pub fn evaluate_with_confusion(
+    net: &EfficientNet,
+    split: &Split,
+    cfg: &DataConfig,
+    image_size: usize,
+    batch_size: usize,
+    device: &Device,
+    precision: Precision,
+) -> (EvalMetrics, ConfusionMatrix) {
     // `valid()` gives the copy its own running statistics before they are cast.
     let net = cast_module(net.valid(), precision);
     let loader = data::eval_loader(split, cfg, image_size, batch_size, device);
     let (mut loss, mut t1, mut t5, mut n) = (0.0, 0, 0, 0);
+    let mut confusion = ConfusionMatrix::new(net.num_classes());
     for batch in loader.iter().flatten() {
-        let (l, a, b, m) = batch_sums(&net, batch, precision);
+        let (l, a, b, m) = batch_sums(&net, batch, precision, &mut confusion);
         loss += l;
         t1 += a;
         t5 += b;
         n += m;
     }
     let d = n.max(1) as f64;
-    EvalMetrics { loss: loss / d, top1: t1 as f64 / d, top5: t5 as f64 / d, images: n }
+    (EvalMetrics { loss: loss / d, top1: t1 as f64 / d, top5: t5 as f64 / d, images: n }, confusion)
 }

@@ -5,6 +5,9 @@
 //! evaluation preprocessing.
 
 pub mod bench;
+pub mod classes;
+pub mod config_source;
+pub mod confusion;
 pub mod data;
 pub mod devices;
 pub mod ema;

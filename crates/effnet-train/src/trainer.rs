@@ -3,6 +3,7 @@
 //! ```text
 //! run_dir/
 //!   config.toml          the resolved config (every default written out)
+//!   classes.txt          the training data's class names, line i naming class i
 //!   metrics.csv          epoch,split,loss,top1,top5,lr,images_per_sec
 //!   summary.json         final/best validation metrics
 //!   checkpoint/          burn-train's per-epoch model/optim/scheduler (written atomically)
@@ -180,7 +181,8 @@ pub fn train_with(
         )));
     }
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    let resolved = toml::to_string_pretty(cfg).map_err(|e| TrainError::Run(e.to_string()))?;
+    let resolved = crate::config_source::header(&src.file)
+        + &toml::to_string_pretty(cfg).map_err(|e| TrainError::Run(e.to_string()))?;
     write_atomic(&run_dir.join("config.toml"), &resolved)?;
 
     // Started before the devices are connected: connecting to a remote one can hang too.
@@ -219,6 +221,8 @@ pub fn train_with(
             format!("the dataset at {:?} has {} classes", cfg.data.path, ds.num_classes),
         )));
     }
+    let classes_file = run_dir.join(crate::classes::CLASSES_FILE);
+    crate::classes::write_classes(run_dir, &ds.class_names).map_err(io(&classes_file))?;
     let image_size = cfg.data.image_size.unwrap_or(arch.resolution);
     // `batch` is global; each device's loader batches `batch / replicas` (burn-train gives each
     // device its own loader over a slice of the epoch).
@@ -418,7 +422,13 @@ fn finish(
         ema,
     };
     write_atomic(&run_dir.join("summary.json"), &serde_json::to_string_pretty(&summary.to_json()).expect("json"))?;
-    crate::plot::write_plots(run_dir, &rows);
+    let plot = crate::plot::PlotContext {
+        run_dir: run_dir.display().to_string(),
+        model: format!("{}, {} classes", arch.name, arch.num_classes),
+        ema: summary.ema.as_ref().map(|e| (e.val_loss, e.val_top1)),
+        best_epoch: Some(best.epoch),
+    };
+    crate::plot::write_plots(run_dir, &rows, &plot);
     Ok(summary)
 }
 

@@ -56,6 +56,9 @@ fn loss_falls_and_the_run_directory_is_complete() {
     {
         assert!(dir.join(f).is_file(), "missing {f}");
     }
+    // The class names of the CIFAR layout's label-names file (the digits: "0" … "9").
+    let classes = std::fs::read_to_string(dir.join("classes.txt")).unwrap();
+    assert_eq!(classes, (0..10).map(|i| format!("{i}\n")).collect::<String>());
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["epochs"], 3);

@@ -162,6 +162,6 @@ pub fn open_flowers102(root: &Path, skip_corrupt: bool) -> Result<OpenedDataset,
         let labels = items.iter().map(|(_, l)| *l).collect();
         splits.push(Split::new(split, Arc::new(FlowersDataset::new(items, skip_corrupt)), labels));
     }
-    let class_names = (1..=FLOWERS_CLASSES).map(|i| format!("class_{i:03}")).collect();
+    let class_names = crate::classes::flowers_names(root, FLOWERS_CLASSES)?;
     Ok(OpenedDataset { kind: DatasetKind::Flowers102, splits, num_classes: FLOWERS_CLASSES, class_names })
 }
