@@ -6,6 +6,7 @@
 pub mod block;
 pub mod kernels;
 pub mod layers;
+mod load_checks;
 pub mod model;
 pub mod norm;
 pub mod params;

@@ -2,11 +2,12 @@
 //! own checkpoints, through burn-store. Pickle code is never executed: burn-store's reader only
 //! interprets the tensor-rebuilding opcodes of `.pth` files.
 
+use crate::load_checks::{CastToModel, model_dtype, source_key, value_warnings};
 use crate::model::EfficientNet;
 use burn::prelude::*;
 use burn::store::{
-    ApplyError, BurnpackStore, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
+    ApplyError, BurnpackStore, KeyRemapper, ModuleAdapter, ModuleSnapshot, ModuleStore, PathFilter,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
 use effnet_config::{Architecture, Padding};
 use std::collections::BTreeMap;
@@ -95,6 +96,9 @@ pub struct LoadReport {
     /// The checkpoint's classifier had a different number of classes; the model keeps its
     /// freshly initialised classifier.
     pub classifier_reset: Option<(usize, usize)>,
+    /// Lines for stderr, `note: …` or `warning: …`: tensors converted to the model's dtype,
+    /// NaN/infinite values, negative BatchNorm running variance.
+    pub notes: Vec<String>,
 }
 
 /// Source key → effnet path for every tensor the architecture has.
@@ -318,10 +322,13 @@ impl EfficientNet {
     pub fn load_weights(&mut self, path: &Path, arch: &Architecture) -> Result<LoadReport, WeightsError> {
         let file = path.to_path_buf();
         let read_err = |e: &dyn fmt::Display| WeightsError::Read { file: file.clone(), message: e.to_string() };
+        let cast = CastToModel::new(model_dtype(self));
         if Format::of(path) == Format::Burnpack {
-            let mut store = BurnpackStore::from_file(path);
+            let mut store = BurnpackStore::from_file(path).with_from_adapter(cast.clone());
             let r = self.load_from(&mut store).map_err(|e| read_err(&e))?;
-            return finish(path, WeightLayout::Effnet, r, &[], None);
+            let mut report = finish(path, WeightLayout::Effnet, r, &[], None)?;
+            report.notes.extend(cast.note(path).into_iter().chain(value_warnings(self, path, &|p| p.into())));
+            return Ok(report);
         }
         let (layout, shapes) = read_layout(path)?;
         let map = key_map(layout, arch);
@@ -341,28 +348,30 @@ impl EfficientNet {
                     .allow_partial(true)
                     .validate(false)
                     .map_indices_contiguous(false);
-                if layout != WeightLayout::Effnet {
-                    store = store.with_from_adapter(PyTorchToBurnAdapter);
-                }
+                store = if layout != WeightLayout::Effnet {
+                    store.with_from_adapter(PyTorchToBurnAdapter.chain(cast.clone()))
+                } else {
+                    store.with_from_adapter(cast.clone())
+                };
                 if !keep_classifier {
                     store = store.with_predicate(|p, _| !p.starts_with("classifier."));
                 }
                 self.load_from(&mut store).map_err(|e| read_err(&e))?
             }
             _ => {
-                let mut store = PytorchStore::from_file(path)
-                    .remap(remapper)
-                    .allow_partial(true)
-                    .validate(false)
-                    .map_indices_contiguous(false);
-                if !keep_classifier {
-                    store = store.with_predicate(|p, _| !p.starts_with("classifier."));
-                }
-                self.load_from(&mut store).map_err(|e| read_err(&e))?
+                // PytorchStore applies its fixed PyTorch adapter with no hook for a dtype cast,
+                // so its (remapped) tensors are applied here with both.
+                let mut store = PytorchStore::from_file(path).remap(remapper).map_indices_contiguous(false);
+                let tensors: Vec<_> = store.get_all_tensors().map_err(|e| read_err(&e))?.values().cloned().collect();
+                let filter =
+                    (!keep_classifier).then(|| PathFilter::new().with_predicate(|p, _| !p.starts_with("classifier.")));
+                self.apply(tensors, filter, Some(Box::new(PyTorchToBurnAdapter.chain(cast.clone()))), true)
             }
         };
         let mut report = finish(path, layout, result, &map, classifier_reset)?;
         report.classifier_reset = classifier_reset;
+        report.notes.extend(cast.note(path));
+        report.notes.extend(value_warnings(self, path, &|dst| source_key(&map, dst)));
         Ok(report)
     }
 
@@ -430,7 +439,7 @@ fn finish(
     if !problems.is_empty() {
         return Err(WeightsError::Mismatch { file: path.to_path_buf(), layout, problems });
     }
-    Ok(LoadReport { layout, applied: r.applied.len(), classifier_reset })
+    Ok(LoadReport { layout, applied: r.applied.len(), classifier_reset, notes: Vec::new() })
 }
 
 fn preview(keys: &[String]) -> String {
