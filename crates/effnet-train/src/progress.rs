@@ -98,6 +98,8 @@ pub struct Progress {
     steps: usize,
     started: Instant,
     heartbeat: Option<Heartbeat>,
+    /// The k of the top-k accuracy metric (5, or the number of classes when fewer).
+    top_k: usize,
 }
 
 impl Progress {
@@ -118,7 +120,15 @@ impl Progress {
             steps: 0,
             started: Instant::now(),
             heartbeat: None,
+            top_k: 5,
         }
+    }
+
+    /// Reads burn-train's `TopKAccuracyMetric::new(k)` (registered under its k) into the
+    /// `top5` column; k < 5 when there are fewer classes.
+    pub fn with_top_k(mut self, k: usize) -> Self {
+        self.top_k = k;
+        self
     }
 
     /// Beats `heartbeat` on every finished training or validation step (see [`crate::watchdog`]).
@@ -240,17 +250,18 @@ impl TrainingProgressLogger for Progress {
             loss: self.mean("Loss"),
             // burn-train reports accuracies in percent.
             top1: self.mean("Accuracy") / 100.0,
-            top5: self.mean("Top-K Accuracy @ TopK(5)") / 100.0,
+            top5: self.mean(&format!("Top-K Accuracy @ TopK({})", self.top_k)) / 100.0,
             lr: self.acc.get("Learning Rate").map(|a| a.last),
             images_per_sec: self.items as f64 / secs,
         };
         eprintln!(
-            "epoch {}/{} {:<5} loss {:.4} top1 {:.2}% top5 {:.2}% {:.1} img/s",
+            "epoch {}/{} {:<5} loss {:.4} top1 {:.2}% top{} {:.2}% {:.1} img/s",
             row.epoch,
             self.total_epochs,
             row.split,
             row.loss,
             100.0 * row.top1,
+            self.top_k,
             100.0 * row.top5,
             row.images_per_sec
         );

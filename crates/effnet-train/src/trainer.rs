@@ -110,6 +110,12 @@ impl Summary {
 
 pub use crate::devices::device_for;
 
+/// The k of the reported top-k accuracy (`top5` in metrics.csv and summary.json): 5, or the
+/// number of classes when there are fewer.
+pub fn top_k(num_classes: usize) -> usize {
+    num_classes.clamp(1, 5)
+}
+
 /// Highest epoch with a complete burn-train checkpoint (model, optimizer and scheduler).
 pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
     let dir = run_dir.join("checkpoint");
@@ -250,6 +256,7 @@ pub fn train_with(
         let path = src.resolve(w);
         let report = net.load_weights(&path, &arch)?;
         eprintln!("initialised from {} ({} tensors, {} layout)", path.display(), report.applied, report.layout);
+        report.notes.iter().for_each(|n| eprintln!("{n}"));
         if let Some((from, to)) = report.classifier_reset {
             eprintln!("note: new {to}-class classifier (the checkpoint has {from} classes)");
         }
@@ -295,11 +302,14 @@ pub fn train_with(
     if freeze_until.max(start_epoch) < cfg.train.epochs {
         phases.push((freeze_until.max(start_epoch), cfg.train.epochs, false));
     }
+    // burn-train's TopKAccuracyMetric panics for k > classes: top-5 is top-min(5, classes).
+    let k = top_k(arch.num_classes);
     let mut trained: Option<TrainingModel> = None;
     for (from, to, frozen) in phases {
         let interrupter = Interrupter::new();
         let renderer = Progress::new(csv.clone(), log.clone(), interrupter.clone(), cfg.train.log_every)
-            .with_heartbeat(heartbeat.clone());
+            .with_heartbeat(heartbeat.clone())
+            .with_top_k(k);
         if let Some(h) = &heartbeat {
             h.beat();
         }
@@ -340,8 +350,8 @@ pub fn train_with(
             .metric_valid_numeric(LossMetric::new())
             .metric_train_numeric(AccuracyMetric::new())
             .metric_valid_numeric(AccuracyMetric::new())
-            .metric_train_numeric(TopKAccuracyMetric::new(5))
-            .metric_valid_numeric(TopKAccuracyMetric::new(5))
+            .metric_train_numeric(TopKAccuracyMetric::new(k))
+            .metric_valid_numeric(TopKAccuracyMetric::new(k))
             .metric_train_numeric(LearningRateMetric::new())
             .with_default_checkpointers()
             .with_checkpointing_strategy(strategy)
