@@ -47,6 +47,10 @@ pub struct ModelArgs {
     pub runtime: crate::runtime_args::RuntimeArgs,
     #[command(flatten)]
     pub precision: crate::runtime_args::PrecisionArg,
+    /// Images per forward pass: a large input runs in blocks of this many, so memory stays
+    /// bounded by the block, not by the input.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub batch_size: u64,
 }
 
 impl ModelArgs {
@@ -107,6 +111,7 @@ impl ModelArgs {
             arch.padding,
             arch.bn_eps
         );
+        report.notes.iter().for_each(|n| eprintln!("{n}"));
         if let Some((from, to)) = report.classifier_reset {
             eprintln!("note: the checkpoint's classifier has {from} classes; using a new {to}-class classifier");
         }

@@ -7,30 +7,49 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use effnet_config::{Activation, Interpolation};
 use effnet_train::precision::{cast_input, cast_module};
-use effnet_train::preprocess::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD};
+use effnet_train::preprocess::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, open_image};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 const IMAGENET_CLASSES: &str = include_str!("../assets/imagenet_classes.txt");
+/// `--resolution` bounds: those of `[data] image_size` in a config.
+const MIN_RESOLUTION: usize = 8;
+const MAX_RESOLUTION: usize = 4096;
 
-/// `effnet forward`: eval-mode logits of a float32 NCHW `.npy` batch.
+/// `effnet forward`: eval-mode logits of a float32 NCHW `.npy` batch, `--batch-size` images at
+/// a time: the input is read and the logits written block by block.
 pub fn forward(model_args: &ModelArgs, input: &Path, output: &Path) -> Result<()> {
     let device = model_args.device()?;
-    let (shape, data) = npy::read_f32(input)?;
+    let mut npy = npy::NpyInput::open_f32(input)?;
+    let shape = npy.shape.clone();
     if shape.len() != 4 {
         bail!("{}: shape {shape:?}; expected a 4-D NCHW batch", input.display());
+    }
+    if shape.contains(&0) {
+        bail!("{}: shape {shape:?} holds no images", input.display());
     }
     let (_, model, _) = model_args.load(&device)?;
     if shape[1] != model.stem.conv.weight.dims()[1] {
         bail!("{}: {} channels; the model takes {}", input.display(), shape[1], model.stem.conv.weight.dims()[1]);
     }
     let precision = model_args.precision()?;
-    let x = Tensor::<4>::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), &device);
-    let logits = cast_module(model.valid(), precision).forward(cast_input(x, precision)).cast(FloatDType::F32);
-    let dims = logits.dims();
-    let values = logits.into_data().convert::<f32>().try_into_vec::<f32>().context("reading logits")?;
-    npy::write_f32(output, &dims, &values)?;
-    eprintln!("wrote logits {:?} to {}", dims, output.display());
+    let model = cast_module(model.valid(), precision);
+    let (n, classes) = (shape[0], model.num_classes());
+    let mut out = npy::NpyOutput::create(output, &[n, classes])?;
+    let mut non_finite = 0;
+    for start in (0..n).step_by(model_args.batch_size as usize) {
+        let rows = (model_args.batch_size as usize).min(n - start);
+        let x = TensorData::new(npy.read_rows(rows)?, [rows, shape[1], shape[2], shape[3]]);
+        let logits = model.forward(cast_input(Tensor::<4>::from_data(x, &device), precision)).cast(FloatDType::F32);
+        let values = logits.into_data().convert::<f32>().try_into_vec::<f32>().context("reading logits")?;
+        non_finite += values.iter().filter(|v| !v.is_finite()).count();
+        out.push(&values)?;
+    }
+    out.finish()?;
+    if non_finite > 0 {
+        eprintln!("warning: {non_finite} of the {} logits are not finite (NaN or infinite)", n * classes);
+    }
+    eprintln!("wrote logits [{n}, {classes}] to {}", output.display());
     Ok(())
 }
 
@@ -67,9 +86,19 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
     if !(opts.crop_fraction > 0.0 && opts.crop_fraction <= 1.0) {
         bail!("--crop-fraction: invalid value {}: must be in (0, 1]", opts.crop_fraction);
     }
-    // Fail on a missing image before spending time on the model.
-    if let Some(missing) = images.iter().find(|p| !p.is_file()) {
-        bail!("{}: no such image file", missing.display());
+    // The range of [data] image_size: a 100000-pixel crop would be a 120 GB batch.
+    if let Some(r) = opts.resolution.filter(|r| !(MIN_RESOLUTION..=MAX_RESOLUTION).contains(r)) {
+        bail!("--resolution: invalid value {r}: must be between {MIN_RESOLUTION} and {MAX_RESOLUTION}");
+    }
+    // Missing files are reported before time is spent on the model; the others are predicted.
+    let total = images.len();
+    let (found, missing): (Vec<&PathBuf>, Vec<&PathBuf>) = images.iter().partition(|p| p.is_file());
+    let mut failed = missing.len();
+    for path in &missing {
+        eprintln!("error: {}: no such image file", path.display());
+    }
+    if found.is_empty() {
+        bail!("none of the {total} images could be read");
     }
     let (arch, model, _) = model_args.load(&device)?;
     // Lite weights were trained on (x − 127) / 128; everything else on ImageNet statistics.
@@ -82,18 +111,39 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
         std: opts.std.unwrap_or(std),
         interpolation: Interpolation::Bicubic,
     };
-    let mut batch = Vec::with_capacity(images.len() * 3 * transform.size * transform.size);
-    for path in images {
-        let img = image::open(path).with_context(|| format!("{}: cannot decode image", path.display()))?;
-        batch.extend(transform.apply(&img.to_rgb8()));
-    }
-    let n = images.len();
-    let x = Tensor::<4>::from_data(TensorData::new(batch, [n, 3, transform.size, transform.size]), &device);
     let precision = model_args.precision()?;
-    let logits = cast_module(model.valid(), precision).forward(cast_input(x, precision)).cast(FloatDType::F32);
-    let probs = burn::tensor::activation::softmax(logits, 1);
-    let classes = probs.dims()[1];
-    let probs = probs.into_data().convert::<f32>().try_into_vec::<f32>().context("reading probabilities")?;
+    let model = cast_module(model.valid(), precision);
+    let classes = model.num_classes();
+    // Decoded and run `--batch-size` images at a time; an unreadable one is reported and skipped.
+    let (mut good, mut probs) = (Vec::new(), Vec::new());
+    for block in found.chunks(model_args.batch_size as usize) {
+        let mut batch = Vec::new();
+        for &path in block {
+            match open_image(path) {
+                Ok((img, warning)) => {
+                    warning.iter().for_each(|w| eprintln!("warning: {w}"));
+                    batch.extend(transform.apply(&img));
+                    good.push(path.clone());
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        let n = batch.len() / (3 * transform.size * transform.size);
+        if n == 0 {
+            continue;
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(batch, [n, 3, transform.size, transform.size]), &device);
+        let logits = model.forward(cast_input(x, precision)).cast(FloatDType::F32);
+        let p = burn::tensor::activation::softmax(logits, 1);
+        probs.extend(p.into_data().convert::<f32>().try_into_vec::<f32>().context("reading probabilities")?);
+    }
+    if good.is_empty() {
+        bail!("none of the {total} images could be read");
+    }
+    let images = &good[..];
     let labels: Vec<&str> = IMAGENET_CLASSES.lines().collect();
     let results: Vec<ImageResult> = images
         .iter()
@@ -113,6 +163,11 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
             ImageResult { image: path.display().to_string(), top }
         })
         .collect();
+    for (path, row) in images.iter().zip(probs.chunks(classes)) {
+        if row.iter().any(|p| !p.is_finite()) {
+            eprintln!("warning: {}: the model's output is not finite (NaN or infinite logits)", path.display());
+        }
+    }
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
@@ -122,6 +177,9 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
                 println!("  {:>5}  {:<40} {:>6.2}%", p.index, p.label, 100.0 * p.prob);
             }
         }
+    }
+    if failed > 0 {
+        bail!("{failed} of the {total} images could not be read (see above)");
     }
     Ok(())
 }

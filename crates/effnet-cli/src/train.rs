@@ -12,8 +12,9 @@ pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool, runtime: &
     runtime.apply(&mut src.config, config)?;
     let run_dir = run_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&src.config.runtime.run_dir));
     let summary = train(&src, &run_dir, resume)?;
+    let k = src.config.model.architecture().map_or(5, |a| effnet_train::trainer::top_k(a.num_classes));
     println!(
-        "done: {} epochs; validation top-1 {:.2}% top-5 {:.2}% loss {:.4} (best top-1 {:.2}% at epoch {}){}",
+        "done: {} epochs; validation top-1 {:.2}% top-{k} {:.2}% loss {:.4} (best top-1 {:.2}% at epoch {}){}",
         summary.epochs,
         100.0 * summary.final_.val_top1,
         100.0 * summary.final_.val_top5,
