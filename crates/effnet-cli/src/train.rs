@@ -53,7 +53,8 @@ pub fn run_eval(
     let device = device_for(cfg).map_err(|e| e.in_file(config))?;
     let arch = cfg.model.architecture().map_err(|e| e.in_file(config))?;
     let mut net = effnet_model::EfficientNet::new(&arch, &device);
-    net.load_weights(&weights, &arch)?;
+    let report = net.load_weights(&weights, &arch)?;
+    report.notes.iter().for_each(|n| eprintln!("{n}"));
     let ds = effnet_train::data::open_dataset(&cfg.data, &src.base_dir())?;
     let split = ds.test();
     let size = cfg.data.image_size.unwrap_or(arch.resolution);
@@ -62,17 +63,18 @@ pub fn run_eval(
     if json {
         let out = serde_json::json!({
             "checkpoint": weights, "split": split.name, "images": m.images, "precision": precision.name(),
-            "loss": m.loss, "top1": m.top1, "top5": m.top5,
+            "loss": m.loss, "top1": m.top1, "top5": m.top5, "top_k": effnet_train::trainer::top_k(arch.num_classes),
         });
         println!("{}", serde_json::to_string_pretty(&out).context("json")?);
     } else {
         println!(
-            "{} on {} ({} images): loss {:.4} top-1 {:.2}% top-5 {:.2}%",
+            "{} on {} ({} images): loss {:.4} top-1 {:.2}% top-{} {:.2}%",
             weights.display(),
             split.name,
             m.images,
             m.loss,
             100.0 * m.top1,
+            effnet_train::trainer::top_k(arch.num_classes),
             100.0 * m.top5
         );
     }

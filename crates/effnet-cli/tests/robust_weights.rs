@@ -148,4 +148,10 @@ fn three_classes_train_with_top_k_of_the_class_count() {
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let valid = csv.lines().find(|l| l.starts_with("1,valid,")).unwrap_or_else(|| panic!("{csv}"));
     assert_eq!(valid.split(',').nth(4), Some("1.000000"), "{csv}");
+    let o = effnet(&["eval", "--config", cfg.to_str().unwrap(), "--checkpoint", run.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((v["top_k"].as_u64(), v["top5"].as_f64()), (Some(3), Some(1.0)), "{v}");
+    let o = effnet(&["eval", "--config", cfg.to_str().unwrap(), "--checkpoint", run.to_str().unwrap()]);
+    assert!(stdout(&o).contains("top-3 100.00%"), "{}", stdout(&o));
 }
