@@ -34,8 +34,13 @@ pub struct PlotContext {
     pub run_dir: String,
     /// The model, e.g. `efficientnet-b0, 10 classes`.
     pub model: String,
-    /// The EMA weights' validation (loss, top-1 fraction), evaluated once at the end of the run.
-    pub ema: Option<(f64, f64)>,
+    /// The EMA weights' validation top-1 (a fraction), evaluated once at the end of the run.
+    pub ema_top1: Option<f64>,
+    /// The EMA weights' validation loss, where it is comparable with the curves' (that is, without
+    /// label smoothing: the end-of-run evaluation reports plain cross-entropy).
+    pub ema_loss: Option<f64>,
+    /// `train.label_smoothing`, which the logged losses include.
+    pub label_smoothing: f64,
     /// The epoch exported as `best.bpk`; default: the highest validation top-1 (the last of ties).
     pub best_epoch: Option<usize>,
 }
@@ -78,10 +83,10 @@ pub fn draw(
     };
     let (train, valid) = (series("train"), series("valid"));
     let last_epoch = rows.iter().map(|r| r.epoch).max().unwrap_or(1).max(1);
-    let ema = ctx.ema.map(|(loss, top1)| match metric {
-        Metric::Loss => loss,
-        Metric::Top1 => 100.0 * top1,
-    });
+    let ema = match metric {
+        Metric::Loss => ctx.ema_loss,
+        Metric::Top1 => ctx.ema_top1.map(|t| 100.0 * t),
+    };
     let ema = ema.filter(|v| v.is_finite()).map(|v| (last_epoch as f64, v));
     if train.is_empty() && valid.is_empty() {
         return Ok(());
@@ -99,8 +104,11 @@ pub fn draw(
     // per epoch: plotters then picks whole-number steps (1, 2, 5, 10, …).
     let x_range = 0.6..last_epoch as f64 + 0.4;
     let (what, y_desc) = match metric {
-        Metric::Loss => ("loss", "loss (cross-entropy)"),
-        Metric::Top1 => ("top-1 accuracy", "top-1 accuracy (%)"),
+        Metric::Loss if ctx.label_smoothing > 0.0 => {
+            ("loss", format!("loss (cross-entropy, label smoothing {})", ctx.label_smoothing))
+        }
+        Metric::Loss => ("loss", "loss (cross-entropy)".to_string()),
+        Metric::Top1 => ("top-1 accuracy", "top-1 accuracy (%)".to_string()),
     };
     let title = tail(&format!("{what} · {} · {}", ctx.run_dir, ctx.model), 80);
 
@@ -112,8 +120,9 @@ pub fn draw(
         .x_label_area_size(48)
         .y_label_area_size(68)
         .build_cartesian_2d(x_range, y0..y1)?;
+    // 2.50 → 2.5, 4.00 → 4.
     let y_fmt = |y: &f64| match metric {
-        Metric::Loss => format!("{y:.2}"),
+        Metric::Loss => format!("{y:.2}").trim_end_matches('0').trim_end_matches('.').to_string(),
         Metric::Top1 => format!("{y:.0}"),
     };
     chart
@@ -171,7 +180,7 @@ pub fn draw(
             Metric::Top1 => SeriesLabelPosition::LowerRight,
         })
         .label_font((FAMILY, 14))
-        .background_style(WHITE.mix(0.85))
+        .background_style(WHITE.mix(0.92))
         .border_style(BLACK.mix(0.4))
         .draw()?;
     root.present()?;

@@ -435,7 +435,9 @@ fn finish(
     let plot = crate::plot::PlotContext {
         run_dir: run_dir.display().to_string(),
         model: format!("{}, {} classes", arch.name, arch.num_classes),
-        ema: summary.ema.as_ref().map(|e| (e.val_loss, e.val_top1)),
+        ema_top1: summary.ema.as_ref().map(|e| e.val_top1),
+        ema_loss: summary.ema.as_ref().map(|e| e.val_loss).filter(|_| cfg.train.label_smoothing == 0.0),
+        label_smoothing: cfg.train.label_smoothing,
         best_epoch: Some(best.epoch),
     };
     crate::plot::write_plots(run_dir, &rows, &plot);

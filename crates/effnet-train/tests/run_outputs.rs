@@ -43,7 +43,9 @@ fn plots_have_their_size_and_text_in_the_title_and_on_the_axes() {
     let ctx = PlotContext {
         run_dir: "runs/fruit".into(),
         model: "efficientnet-b0, 5 classes".into(),
-        ema: Some((0.7, 0.9)),
+        ema_top1: Some(0.9),
+        ema_loss: Some(0.7),
+        label_smoothing: 0.1,
         best_epoch: None,
     };
     write_plots(&dir, &rows, &ctx);
