@@ -2,11 +2,13 @@
 
 mod bench;
 mod data;
+mod eval_report;
 mod info;
 mod memory;
 mod model_args;
 mod npy;
 mod run;
+mod run_dir_args;
 mod runtime_args;
 mod serve;
 mod train;
@@ -42,16 +44,16 @@ enum Command {
         #[command(flatten)]
         runtime: runtime_args::RuntimeArgs,
     },
-    /// Evaluate a checkpoint on the dataset's test split: loss, top-1, top-5.
+    /// Evaluate a checkpoint on the dataset's test split: loss, top-1, top-5, the worst classes
+    /// (--json: per-class accuracy and the confusion matrix).
     Eval {
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+        config: Option<PathBuf>,
         /// A weights file, or a run directory (its latest.bpk, or ema.bpk with --ema).
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Evaluate the EMA weights of a run directory.
-        #[arg(long)]
-        ema: bool,
+        #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        run: run_dir_args::RunArgs,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -98,9 +100,10 @@ enum Command {
         /// Crop size; default: the model's resolution.
         #[arg(long)]
         resolution: Option<usize>,
-        /// Resize the short side to resolution / crop_fraction before the centre crop.
-        #[arg(long, default_value_t = 0.875)]
-        crop_fraction: f64,
+        /// Resize the short side to resolution / crop_fraction before the centre crop; default
+        /// 0.875 (with --run: the run's [data] crop_fraction).
+        #[arg(long)]
+        crop_fraction: Option<f64>,
         /// Normalisation mean on the 0–1 scale, `r,g,b`; default ImageNet's (Lite: 127/255).
         #[arg(long, value_parser = run::parse_triple)]
         mean: Option<[f32; 3]>,
@@ -203,8 +206,8 @@ fn main() -> ExitCode {
         Command::Train { config, run_dir, resume, runtime } => {
             train::run_train(&config, run_dir.as_deref(), resume, &runtime)
         }
-        Command::Eval { config, checkpoint, ema, json, runtime, precision } => {
-            train::run_eval(&config, &checkpoint, ema, json, &runtime, &precision)
+        Command::Eval { config, checkpoint, run, json, runtime, precision } => {
+            train::run_eval(config.as_deref(), checkpoint.as_deref(), &run, json, &runtime, &precision)
         }
         Command::Data { command: DataCommand::Check { source, json, decode } } => {
             data::check(&source.source(), json, decode)
@@ -214,10 +217,13 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => bench::run(&args),
         Command::Serve(args) => serve::run(&args),
-        Command::Forward { model, input, output } => run::forward(&model, &input, &output),
+        Command::Forward { model, input, output } => model.with_run().and_then(|m| run::forward(&m, &input, &output)),
         Command::Predict { model, top, json, resolution, crop_fraction, mean, std, images } => {
-            let opts = run::PredictOptions { top, json, resolution, crop_fraction, mean, std };
-            run::predict(&model, &images, &opts)
+            let flags = run_dir_args::TransformFlags { resolution, crop_fraction, mean, std };
+            model.with_run().and_then(|m| {
+                let opts = run_dir_args::predict_options(&m, top, json, flags)?;
+                run::predict(&m, &images, &opts)
+            })
         }
     };
     match result {

@@ -26,14 +26,16 @@ impl From<PaddingArg> for Padding {
 #[derive(Args, Debug)]
 pub struct ModelArgs {
     /// Released variant (b0…b8, l2, lite0…lite4).
-    #[arg(long, required_unless_present = "config")]
+    #[arg(long, required_unless_present_any = ["config", "run"], conflicts_with = "run")]
     pub variant: Option<String>,
     /// A config file whose [model] section describes the network (custom widths, blocks, …).
-    #[arg(long, conflicts_with = "variant")]
+    #[arg(long, conflicts_with_all = ["variant", "run"])]
     pub config: Option<PathBuf>,
     /// Weights: .pth / .safetensors (EfficientNet-PyTorch, timm, torchvision or effnet layout) or .bpk.
-    #[arg(long)]
-    pub weights: PathBuf,
+    #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: crate::run_dir_args::RunArgs,
     /// Padding; default: what the weights were trained with (or the config's).
     #[arg(long, value_enum)]
     pub padding: Option<PaddingArg>,
@@ -54,6 +56,31 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// `--run DIR` as `--config DIR/config.toml --weights DIR/best.bpk` (or ema/latest).
+    pub fn with_run(mut self) -> Result<Self> {
+        if self.run.ema && self.run.run.is_none() {
+            return Err(anyhow!("--ema needs --run DIR (it reads DIR/ema.bpk)"));
+        }
+        if let Some(run) = self.run.resolve()? {
+            (self.config, self.weights) = (Some(run.config), Some(run.weights));
+        }
+        Ok(self)
+    }
+
+    fn weights(&self) -> Result<&std::path::Path> {
+        self.weights.as_deref().ok_or_else(|| anyhow!("--weights FILE or --run DIR is required"))
+    }
+
+    /// The names in `classes.txt` of the run directory, or beside `--config` or `--weights`.
+    pub fn class_names(&self) -> Result<Option<Vec<String>>> {
+        let dirs: Vec<&std::path::Path> = [self.run.run.as_deref(), self.config.as_deref(), self.weights.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(|p| if p.is_dir() { p } else { p.parent().unwrap_or(std::path::Path::new(".")) })
+            .collect();
+        crate::run_dir_args::class_names_near(&dirs)
+    }
+
     /// The device to run on: `--backend`/`--devices` over the `--config`'s `[runtime]` (flex by
     /// default); the first device when several are named.
     pub fn device(&self) -> Result<Device> {
@@ -72,13 +99,14 @@ impl ModelArgs {
     /// Resolves the architecture and loads the weights, reporting what was decided on stderr.
     pub fn load(&self, device: &Device) -> Result<(Architecture, EfficientNet, LoadReport)> {
         // One look at the file's tensor table decides the layout and the class count.
-        let info = inspect(&self.weights)?;
+        let weights = self.weights()?;
+        let info = inspect(weights)?;
         let layout = info.layout;
         let mut arch = match (&self.variant, &self.config) {
             (Some(v), _) => {
                 let v: Variant = v.parse().map_err(|e: String| anyhow!("--variant: {e}"))?;
                 let mut a = Architecture::variant(v);
-                if let Some((padding, eps)) = layout.source_defaults(&self.weights, &a) {
+                if let Some((padding, eps)) = layout.source_defaults(weights, &a) {
                     (a.padding, a.bn_eps) = (padding, eps);
                 }
                 a
@@ -101,11 +129,11 @@ impl ModelArgs {
             (None, None) => {}
         }
         let mut model = EfficientNet::new(&arch, device);
-        let report = model.load_weights(&self.weights, &arch)?;
+        let report = model.load_weights(weights, &arch)?;
         eprintln!(
             "loaded {} tensors from {} ({} layout); {} with padding {:?}, BN eps {}",
             report.applied,
-            self.weights.display(),
+            weights.display(),
             layout,
             arch.name,
             arch.padding,

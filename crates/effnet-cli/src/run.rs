@@ -61,6 +61,7 @@ pub struct PredictOptions {
     pub crop_fraction: f64,
     pub mean: Option<[f32; 3]>,
     pub std: Option<[f32; 3]>,
+    pub interpolation: Interpolation,
 }
 
 #[derive(Serialize)]
@@ -109,7 +110,7 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
         crop_fraction: opts.crop_fraction,
         mean: opts.mean.unwrap_or(mean),
         std: opts.std.unwrap_or(std),
-        interpolation: Interpolation::Bicubic,
+        interpolation: opts.interpolation,
     };
     let precision = model_args.precision()?;
     let model = cast_module(model.valid(), precision);
@@ -144,7 +145,12 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
         bail!("none of the {total} images could be read");
     }
     let images = &good[..];
-    let labels: Vec<&str> = IMAGENET_CLASSES.lines().collect();
+    // A run's own class names (classes.txt) where they fit the classifier; else ImageNet's.
+    let run_names = model_args.class_names()?.filter(|n| n.len() == classes);
+    let labels: Vec<&str> = match &run_names {
+        Some(names) => names.iter().map(String::as_str).collect(),
+        None => IMAGENET_CLASSES.lines().collect(),
+    };
     let results: Vec<ImageResult> = images
         .iter()
         .zip(probs.chunks(classes))

@@ -1,8 +1,10 @@
 //! `effnet train` and `effnet eval`.
 
+use crate::eval_report;
+use crate::run_dir_args::RunArgs;
 use crate::runtime_args::{PrecisionArg, RuntimeArgs};
 use anyhow::{Context, Result, bail};
-use effnet_train::evaluate::evaluate_net_at;
+use effnet_train::evaluate::evaluate_with_confusion;
 use effnet_train::trainer::{ConfigSource, device_for, train};
 use std::path::{Path, PathBuf};
 
@@ -27,20 +29,35 @@ pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool, runtime: &
     Ok(())
 }
 
-/// `effnet eval --config FILE --checkpoint FILE|RUN_DIR [--ema] [--json] [--backend B]
-/// [--devices N] [--precision P]`: the test split, on the first device.
+/// `effnet eval --config FILE --checkpoint FILE|RUN_DIR | --run DIR [--ema|--latest] [--json]
+/// [--backend B] [--devices N] [--precision P]`: the test split, on the first device.
 pub fn run_eval(
-    config: &Path,
-    checkpoint: &Path,
-    ema: bool,
+    config: Option<&Path>,
+    checkpoint: Option<&Path>,
+    run: &RunArgs,
     json: bool,
     runtime: &RuntimeArgs,
     precision: &PrecisionArg,
 ) -> Result<()> {
-    let mut src = ConfigSource::load(config)?;
+    let ema = run.ema;
+    let run_dir = run.resolve()?;
+    // --run DIR stands for --config DIR/config.toml --checkpoint DIR/best.bpk (or ema/latest).
+    let (config, checkpoint) = match &run_dir {
+        Some(r) => (r.config.as_path(), r.weights.as_path()),
+        None => match (config, checkpoint) {
+            (Some(c), Some(w)) => (c, w),
+            _ => bail!("--config FILE and --checkpoint FILE|DIR, or --run DIR, are required"),
+        },
+    };
+    let mut src = match &run_dir {
+        Some(_) => effnet_train::config_source::load_run_config(config)?,
+        None => ConfigSource::load(config)?,
+    };
     runtime.apply(&mut src.config, config)?;
     let cfg = &src.config;
-    let weights = if checkpoint.is_dir() {
+    let weights = if run_dir.is_some() {
+        checkpoint.to_path_buf()
+    } else if checkpoint.is_dir() {
         checkpoint.join(if ema { "ema.bpk" } else { "latest.bpk" })
     } else if ema {
         bail!("--ema needs a run directory (it reads RUN_DIR/ema.bpk); {} is a file", checkpoint.display());
@@ -59,12 +76,26 @@ pub fn run_eval(
     let split = ds.test();
     let size = cfg.data.image_size.unwrap_or(arch.resolution);
     let precision = precision.resolve(Some(cfg));
-    let m = evaluate_net_at(&net, split, &cfg.data, size, cfg.train.batch_size, &device, precision);
+    if ds.num_classes > arch.num_classes {
+        bail!(
+            "{}: model.num_classes = {}, but the dataset at {:?} has {} classes",
+            config.display(),
+            arch.num_classes,
+            cfg.data.path,
+            ds.num_classes
+        );
+    }
+    let (m, confusion) =
+        evaluate_with_confusion(&net, split, &cfg.data, size, cfg.train.batch_size, &device, precision);
+    let names = &ds.class_names;
     if json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "checkpoint": weights, "split": split.name, "images": m.images, "precision": precision.name(),
             "loss": m.loss, "top1": m.top1, "top5": m.top5, "top_k": effnet_train::trainer::top_k(arch.num_classes),
         });
+        for (k, v) in eval_report::json_fields(&confusion, names).as_object().expect("object") {
+            out[k] = v.clone();
+        }
         println!("{}", serde_json::to_string_pretty(&out).context("json")?);
     } else {
         println!(
@@ -77,6 +108,7 @@ pub fn run_eval(
             effnet_train::trainer::top_k(arch.num_classes),
             100.0 * m.top5
         );
+        print!("{}", eval_report::worst_classes(&confusion, names));
     }
     Ok(())
 }
