@@ -96,7 +96,8 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
     let (found, missing): (Vec<&PathBuf>, Vec<&PathBuf>) = images.iter().partition(|p| p.is_file());
     let mut failed = missing.len();
     for path in &missing {
-        eprintln!("error: {}: no such image file", path.display());
+        let what = if path.is_dir() { "a directory, not an image file" } else { "no such image file" };
+        eprintln!("error: {}: {what}", path.display());
     }
     if found.is_empty() {
         bail!("none of the {total} images could be read");

@@ -157,7 +157,9 @@ fn predict_reports_bad_files_and_predicts_the_rest() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let names: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["image"].as_str().unwrap()).collect();
     assert_eq!(names, [a.to_str().unwrap(), b.to_str().unwrap()]);
-    // Nothing readable: an error before the model is loaded.
+    // A directory is not an image either; nothing readable: an error before the model is loaded.
+    let err = assert_clean_failure(&run(&args, &[dir.to_str().unwrap()]));
+    assert!(err.starts_with(&format!("error: {}: a directory, not an image file\n", dir.display())), "{err}");
     let err = assert_clean_failure(&run(&args, &[missing.to_str().unwrap()]));
     assert_eq!(
         err,
