@@ -1,6 +1,6 @@
 //! `effnet data check` and `effnet data bench`.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::prelude::Device;
 use effnet_config::{DataConfig, DatasetKind, EffnetConfig, LabelKind};
 use effnet_train::data::{OpenedDataset, kind_name, open_dataset, train_loader};
@@ -56,19 +56,28 @@ pub fn check(src: &DataSource, json: bool, decode: bool) -> Result<()> {
     let (data, _, base) = resolve(src)?;
     let ds = open(&data, &base)?;
     let mut corrupt = serde_json::Map::new();
+    let mut skipped = 0;
     if decode {
         // Decode every image once, so a corrupt file is found before training.
         for s in &ds.splits {
-            let mut bad = 0usize;
-            for i in 0..s.dataset.len() {
-                if let Err(e) = s.dataset.get(i) {
-                    if !data.skip_corrupt {
-                        return Err(anyhow::anyhow!("{e}")).context(format!("split {}", s.name));
-                    }
-                    bad += 1;
+            let bad = s.undecodable();
+            if let Some(first) = bad.first() {
+                if !data.skip_corrupt {
+                    bail!("split {}: {first}", s.name);
+                }
+                if bad.len() == s.dataset.len() {
+                    bail!(
+                        "split {}: no decodable image: all {} fail to decode (data.skip_corrupt = true needs some that do), e.g. {first}",
+                        s.name,
+                        bad.len()
+                    );
+                }
+                for e in &bad {
+                    eprintln!("warning: skipping corrupt image: {e}");
                 }
             }
-            corrupt.insert(s.name.clone(), json!(bad));
+            skipped += bad.len();
+            corrupt.insert(s.name.clone(), json!(bad.len()));
         }
     }
     let root = base.join(&data.path);
@@ -86,6 +95,7 @@ pub fn check(src: &DataSource, json: bool, decode: bool) -> Result<()> {
         });
         if decode {
             out["decoded"] = json!(true);
+            out["corrupt"] = serde_json::Value::Object(corrupt);
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -97,7 +107,16 @@ pub fn check(src: &DataSource, json: bool, decode: bool) -> Result<()> {
         println!("  {:<6} {:>7} images  {:>5} classes", s.name, s.dataset.len(), s.num_labels_present());
     }
     if decode {
-        println!("every image decoded; skipped as corrupt: {}", serde_json::Value::Object(corrupt));
+        let total: usize = ds.splits.iter().map(|s| s.dataset.len()).sum();
+        if skipped == 0 {
+            println!("every image decoded ({total})");
+        } else {
+            println!(
+                "decoded {} of {total} images; skipped as corrupt: {}",
+                total - skipped,
+                serde_json::Value::Object(corrupt)
+            );
+        }
     }
     Ok(())
 }

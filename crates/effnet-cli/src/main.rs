@@ -54,6 +54,10 @@ enum Command {
         checkpoint: Option<PathBuf>,
         #[command(flatten)]
         run: run_dir_args::RunArgs,
+        /// A per-epoch checkpoint of the run directory (its checkpoint/model-N.bpk), e.g. of a
+        /// run that stopped before writing its final weights.
+        #[arg(long, value_name = "N")]
+        epoch: Option<usize>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -206,8 +210,8 @@ fn main() -> ExitCode {
         Command::Train { config, run_dir, resume, runtime } => {
             train::run_train(&config, run_dir.as_deref(), resume, &runtime)
         }
-        Command::Eval { config, checkpoint, run, json, runtime, precision } => {
-            train::run_eval(config.as_deref(), checkpoint.as_deref(), &run, json, &runtime, &precision)
+        Command::Eval { config, checkpoint, run, epoch, json, runtime, precision } => {
+            train::run_eval(config.as_deref(), checkpoint.as_deref(), &run, epoch, json, &runtime, &precision)
         }
         Command::Data { command: DataCommand::Check { source, json, decode } } => {
             data::check(&source.source(), json, decode)

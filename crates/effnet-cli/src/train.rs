@@ -5,6 +5,7 @@ use crate::run_dir_args::RunArgs;
 use crate::runtime_args::{PrecisionArg, RuntimeArgs};
 use anyhow::{Context, Result, bail};
 use effnet_train::evaluate::evaluate_with_confusion;
+use effnet_train::run_dir::{epoch_model_path, load_training_checkpoint, model_epochs_note, training_checkpoint_epoch};
 use effnet_train::trainer::{ConfigSource, device_for, train};
 use std::path::{Path, PathBuf};
 
@@ -35,27 +36,44 @@ pub fn run_eval(
     config: Option<&Path>,
     checkpoint: Option<&Path>,
     run: &RunArgs,
+    epoch: Option<usize>,
     json: bool,
     runtime: &RuntimeArgs,
     precision: &PrecisionArg,
 ) -> Result<()> {
     let ema = run.ema;
-    let run_dir = run.resolve()?;
+    // With --epoch N, --run DIR stands for --config DIR/config.toml --checkpoint DIR: a run that
+    // stopped early has per-epoch checkpoints but no final weights.
+    let epoch_run = run.run.as_deref().filter(|_| epoch.is_some());
+    let run_config = epoch_run.map(|d| d.join("config.toml"));
+    let run_dir = if epoch_run.is_some() { None } else { run.resolve()? };
     // --run DIR stands for --config DIR/config.toml --checkpoint DIR/best.bpk (or ema/latest).
-    let (config, checkpoint) = match &run_dir {
-        Some(r) => (r.config.as_path(), r.weights.as_path()),
-        None => match (config, checkpoint) {
+    let (config, checkpoint) = match (&run_dir, &run_config, epoch_run) {
+        (Some(r), _, _) => (r.config.as_path(), r.weights.as_path()),
+        (None, Some(c), Some(d)) => (c.as_path(), d),
+        _ => match (config, checkpoint) {
             (Some(c), Some(w)) => (c, w),
             _ => bail!("--config FILE and --checkpoint FILE|DIR, or --run DIR, are required"),
         },
     };
-    let mut src = match &run_dir {
-        Some(_) => effnet_train::config_source::load_run_config(config)?,
-        None => ConfigSource::load(config)?,
+    let mut src = match (&run_dir, &run_config) {
+        (None, None) => ConfigSource::load(config)?,
+        _ => effnet_train::config_source::load_run_config(config)?,
     };
     runtime.apply(&mut src.config, config)?;
     let cfg = &src.config;
-    let weights = if run_dir.is_some() {
+    // burn-train's per-epoch checkpoint (network and EMA), by --epoch or given as a file.
+    let from_epoch = match epoch {
+        Some(n) if checkpoint.is_dir() => Some(epoch_model_path(checkpoint, n)?),
+        Some(_) => bail!(
+            "--epoch needs a run directory (it reads RUN_DIR/checkpoint/model-N.bpk); {} is a file",
+            checkpoint.display()
+        ),
+        None => training_checkpoint_epoch(checkpoint).map(|_| checkpoint.to_path_buf()),
+    };
+    let weights = if let Some(path) = &from_epoch {
+        path.clone()
+    } else if run_dir.is_some() {
         checkpoint.to_path_buf()
     } else if checkpoint.is_dir() {
         checkpoint.join(if ema { "ema.bpk" } else { "latest.bpk" })
@@ -65,13 +83,29 @@ pub fn run_eval(
         checkpoint.to_path_buf()
     };
     if !weights.is_file() {
+        if checkpoint.is_dir() {
+            bail!("{}: no such checkpoint; {}", weights.display(), model_epochs_note(checkpoint));
+        }
         bail!("{}: no such checkpoint", weights.display());
     }
     let device = device_for(cfg).map_err(|e| e.in_file(config))?;
     let arch = cfg.model.architecture().map_err(|e| e.in_file(config))?;
-    let mut net = effnet_model::EfficientNet::new(&arch, &device);
-    let report = net.load_weights(&weights, &arch)?;
-    report.notes.iter().for_each(|n| eprintln!("{n}"));
+    let net = match &from_epoch {
+        Some(path) => {
+            let m = load_training_checkpoint(path, &arch, cfg.train.ema_decay, &device)?;
+            match (ema, m.ema) {
+                (false, _) => m.net,
+                (true, Some(ema)) => ema,
+                (true, None) => bail!("{}: no EMA weights (train.ema_decay is not set)", path.display()),
+            }
+        }
+        None => {
+            let mut net = effnet_model::EfficientNet::new(&arch, &device);
+            let report = net.load_weights(&weights, &arch)?;
+            report.notes.iter().for_each(|n| eprintln!("{n}"));
+            net
+        }
+    };
     let ds = effnet_train::data::open_dataset(&cfg.data, &src.base_dir())?;
     let split = ds.test();
     let size = cfg.data.image_size.unwrap_or(arch.resolution);

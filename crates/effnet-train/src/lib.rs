@@ -19,6 +19,7 @@ pub mod precision;
 pub mod preprocess;
 pub mod progress;
 pub mod regularization;
+pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
 pub mod watchdog;

@@ -20,8 +20,6 @@ use crate::schedule::Schedule;
 use crate::watchdog::Watchdog;
 use burn::module::Module;
 use burn::prelude::*;
-use burn::train::checkpoint::{ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy};
-use burn::train::metric::store::{Aggregate, Direction, Split};
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric, TopKAccuracyMetric};
 use burn::train::{Interrupter, Learner, SupervisedTraining};
 use effnet_config::{BackendKind, EffnetConfig, Invalid};
@@ -39,14 +37,15 @@ pub enum TrainError {
     Data(#[from] data::DataError),
     #[error(transparent)]
     Weights(#[from] effnet_model::WeightsError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The OS error is part of the message, not a `source`: error chains (`{:#}`) would print it twice.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{0}")]
     Run(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.to_path_buf(), source }
+    move |error| TrainError::Io { path: path.to_path_buf(), error }
 }
 
 /// Where the config came from, for resolving relative paths and naming errors.
@@ -116,22 +115,7 @@ pub fn top_k(num_classes: usize) -> usize {
     num_classes.clamp(1, 5)
 }
 
-/// Highest epoch with a complete burn-train checkpoint (model, optimizer and scheduler).
-pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
-    let dir = run_dir.join("checkpoint");
-    let mut best = None;
-    for entry in std::fs::read_dir(&dir).ok()?.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(n) =
-            name.strip_prefix("model-").and_then(|s| s.strip_suffix(".bpk")).and_then(|s| s.parse::<usize>().ok())
-            && dir.join(format!("optim-{n}.bpk")).exists()
-            && dir.join(format!("scheduler-{n}.bpk")).exists()
-        {
-            best = best.max(Some(n));
-        }
-    }
-    best
-}
+pub use crate::run_dir::latest_checkpoint;
 
 fn write_atomic(path: &Path, text: &str) -> Result<(), TrainError> {
     let tmp = path.with_extension("tmp");
@@ -160,33 +144,8 @@ pub fn train_with(
 ) -> Result<Summary, TrainError> {
     let cfg = &src.config;
     crate::precision::check_training_precision(cfg.runtime.precision).map_err(|e| src.invalid(e))?;
-    let start_epoch = if resume {
-        match latest_checkpoint(run_dir) {
-            Some(e) => e,
-            None => {
-                return Err(TrainError::Run(format!(
-                    "{}: --resume, but there is no complete checkpoint to resume from",
-                    run_dir.display()
-                )));
-            }
-        }
-    } else {
-        if latest_checkpoint(run_dir).is_some() {
-            return Err(TrainError::Run(format!(
-                "{} already holds checkpoints; pass --resume to continue it or choose another --run-dir",
-                run_dir.display()
-            )));
-        }
-        0
-    };
-    if start_epoch >= cfg.train.epochs {
-        return Err(TrainError::Run(format!(
-            "{}: already trained for {start_epoch} epochs (train.epochs = {})",
-            run_dir.display(),
-            cfg.train.epochs
-        )));
-    }
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    // Locks the directory and checks a resumed config before anything in it is written.
+    let (_lock, start_epoch) = crate::run_dir::begin(run_dir, cfg, resume)?;
     let resolved = crate::config_source::header(&src.file)
         + &toml::to_string_pretty(cfg).map_err(|e| TrainError::Run(e.to_string()))?;
     write_atomic(&run_dir.join("config.toml"), &resolved)?;
@@ -196,7 +155,7 @@ pub fn train_with(
         let run_dir = run_dir.to_path_buf();
         let remote = cfg.runtime.backend == BackendKind::Remote;
         Watchdog::start(timeout, move |idle| {
-            let resume = match latest_checkpoint(&run_dir) {
+            let resume = match crate::run_dir::last_good_checkpoint(&run_dir, false) {
                 Some(e) => format!("Last complete checkpoint: epoch {e} in {}; continue with --resume.", run_dir.display()),
                 None => format!("No checkpoint was written yet in {}.", run_dir.display()),
             };
@@ -238,6 +197,14 @@ pub fn train_with(
     let valid_len = ds.valid().dataset.len();
     if train_len == 0 || valid_len == 0 {
         return Err(TrainError::Run(format!("{:?}: the train or validation split is empty", cfg.data.path)));
+    }
+    // A batch of the whole split or more would still scale the LR by the configured batch.
+    if batch > train_len {
+        return Err(src.invalid(Invalid::new(
+            "train.batch_size",
+            batch,
+            format!("larger than the training split ({train_len} images at {:?})", cfg.data.path),
+        )));
     }
     let positions = devices::positions_per_epoch(train_len, replicas);
     if positions == 0 {
@@ -336,15 +303,7 @@ pub fn train_with(
         );
         epochs.set_epoch(from as u64);
         let valid_loader = data::eval_loader(ds.valid(), &cfg.data, image_size, batch, &device);
-        let strategy = ComposedCheckpointingStrategy::builder()
-            .add(KeepLastNCheckpoints::new(2))
-            .add(MetricCheckpointingStrategy::new(
-                &AccuracyMetric::new(),
-                Aggregate::Mean,
-                Direction::Highest,
-                Split::Valid,
-            ))
-            .build();
+        let strategy = crate::run_dir::KeepLastAndBest::new(run_dir, 2);
         let mut training = SupervisedTraining::new(run_dir, train_loader, valid_loader)
             .metric_train_numeric(LossMetric::new())
             .metric_valid_numeric(LossMetric::new())
@@ -369,22 +328,31 @@ pub fn train_with(
             training = training.checkpoint(from);
         }
         let result = training.launch(learner);
+        // First: a failed data loader also leaves an empty epoch's NaN mean loss behind.
+        if let Some(e) = result.error {
+            return Err(TrainError::Run(format!("training failed: {e}")));
+        }
         if let Some((epoch, step, value)) = log.lock().unwrap().non_finite {
-            let last = latest_checkpoint(run_dir).map_or("none yet".to_string(), |e| format!("epoch {e}"));
+            let last = crate::run_dir::last_good_checkpoint(run_dir, false)
+                .map_or("none yet".to_string(), |e| format!("epoch {e}"));
             return Err(TrainError::Run(format!(
                 "the training loss became {value} at epoch {epoch}, step {step}; stopped. Last good checkpoint: {last} in {} (lower optim.lr or set train.grad_clip_norm, then --resume)",
                 run_dir.display()
             )));
-        }
-        if let Some(e) = result.error {
-            return Err(TrainError::Run(format!("training failed: {e}")));
         }
         if let Some(i) = result.interrupted {
             return Err(TrainError::Run(format!("training interrupted: {i:?}")));
         }
         trained = Some(result.model);
     }
-    let trained = trained.expect("at least one phase ran");
+    let trained = match trained {
+        Some(t) => t,
+        // Every epoch was trained before: complete the end-of-run files from the last checkpoint.
+        None => {
+            let path = run_dir.join("checkpoint").join(format!("model-{start_epoch}.bpk"));
+            crate::run_dir::load_training_checkpoint(&path, &arch, cfg.train.ema_decay, &device)?
+        }
+    };
     // The final evaluation and export beat no steps.
     drop(watchdog);
     finish(cfg, &arch, run_dir, trained, &ds, image_size, &device)
@@ -402,17 +370,12 @@ fn finish(
     let rows = read_metrics(&run_dir.join("metrics.csv"));
     let valid: Vec<&EpochRow> = rows.iter().filter(|r| r.split == "valid").collect();
     let last = valid.last().ok_or_else(|| TrainError::Run("no validation results were recorded".into()))?;
-    let best = valid.iter().max_by(|a, b| a.top1.total_cmp(&b.top1)).expect("non-empty");
+    let best = crate::run_dir::best_valid(&rows).expect("non-empty");
     trained.net.valid().save_weights(&run_dir.join("latest.bpk"))?;
     // burn-train keeps the best-accuracy epoch's checkpoint; export its network.
     let best_ckpt = run_dir.join("checkpoint").join(format!("model-{}.bpk", best.epoch));
     if best_ckpt.exists() {
-        let mut m = TrainingModel::new(
-            EfficientNet::new(arch, device),
-            StepSettings { ema_decay: cfg.train.ema_decay, ..settings_for_export() },
-            0,
-        );
-        m = m.try_load_file(&best_ckpt).map_err(|e| TrainError::Run(format!("{}: {e}", best_ckpt.display())))?;
+        let m = crate::run_dir::load_training_checkpoint(&best_ckpt, arch, cfg.train.ema_decay, device)?;
         m.net.save_weights(&run_dir.join("best.bpk"))?;
     }
     let ema = match &trained.ema {
@@ -444,7 +407,7 @@ fn finish(
     Ok(summary)
 }
 
-fn settings_for_export() -> StepSettings {
+pub(crate) fn settings_for_export() -> StepSettings {
     StepSettings {
         label_smoothing: 0.0,
         seed: 0,

@@ -2,7 +2,7 @@
 //! `cifar-100-python/{train,test,meta}`. Both are held in memory (180 MB for the full set) as
 //! the 3072-byte R, G, B planes of each 32×32 image.
 
-use super::error::read_file;
+use super::error::{read_file, require_dir};
 use super::pickle::{self, Value};
 use super::{DataError, ImageItem, OpenedDataset, Split};
 use burn::data::dataset::{Dataset, DatasetError};
@@ -56,9 +56,7 @@ fn locate(root: &Path, sub: &str, probe: &str) -> PathBuf {
 /// (coarse) without one; a label outside that range is an error naming the file and record.
 pub fn open_cifar_binary(root: &Path, labels: LabelKind) -> Result<OpenedDataset, DataError> {
     let dir = locate(root, "cifar-100-binary", "train.bin");
-    if !dir.is_dir() {
-        return Err(DataError::missing(&dir, "CIFAR-100 binary folder with train.bin and test.bin"));
-    }
+    require_dir(&dir, "CIFAR-100 binary folder with train.bin and test.bin")?;
     let names_file = dir.join(match labels {
         LabelKind::Fine => "fine_label_names.txt",
         LabelKind::Coarse => "coarse_label_names.txt",
@@ -132,9 +130,7 @@ fn default_names(labels: LabelKind) -> Vec<String> {
 /// pickle code; see [`super::pickle`]).
 pub fn open_cifar_python(root: &Path, labels: LabelKind) -> Result<OpenedDataset, DataError> {
     let dir = locate(root, "cifar-100-python", "meta");
-    if !dir.is_dir() {
-        return Err(DataError::missing(&dir, "CIFAR-100 python folder with train, test and meta"));
-    }
+    require_dir(&dir, "CIFAR-100 python folder with train, test and meta")?;
     let meta_file = dir.join("meta");
     let meta = load_pickle(&meta_file)?;
     let names_key = match labels {

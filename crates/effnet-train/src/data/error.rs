@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message rather than a `source`, which error chains would
+        /// print a second time).
+        error: std::io::Error,
     },
     /// A file or folder the format needs is absent.
     #[error("{}: missing ({what})", path.display())]
@@ -68,8 +69,8 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), error }
     }
 
     pub(crate) fn format(path: &Path, message: impl Into<String>) -> Self {
@@ -78,6 +79,17 @@ impl DataError {
 
     pub(crate) fn missing(path: &Path, what: impl Into<String>) -> Self {
         Self::Missing { path: path.to_path_buf(), what: what.into() }
+    }
+}
+
+/// Checks that `path` is a directory: missing, or "not a directory" when it is a file.
+pub(crate) fn require_dir(path: &Path, what: &str) -> Result<(), DataError> {
+    if path.is_dir() {
+        Ok(())
+    } else if path.exists() {
+        Err(DataError::format(path, format!("not a directory (expected {what})")))
+    } else {
+        Err(DataError::missing(path, what))
     }
 }
 

@@ -2,7 +2,7 @@
 //! 1-based classes of every image) and `setid.mat` (`trnid`, `valid`, `tstid`: 1-based image ids).
 //! The MATLAB v5 files are read with the `matfile` crate; images are decoded on demand.
 
-use super::error::read_file;
+use super::error::{read_file, require_dir};
 use super::{DataError, ImageItem, OpenedDataset, Split, dataset_error};
 use burn::data::dataset::{Dataset, DatasetError};
 use effnet_config::DatasetKind;
@@ -70,7 +70,10 @@ pub(crate) fn get_decoded(
             Err(e) => return Err(dataset_error(e)),
         }
     }
-    Err(dataset_error(DataError::format(&items[index].0, "no decodable image in the split")))
+    Err(dataset_error(DataError::format(
+        &items[index].0,
+        format!("no decodable image in the split: all {n} images fail to decode, this one first"),
+    )))
 }
 
 impl Dataset<ImageItem> for FlowersDataset {
@@ -122,9 +125,7 @@ fn mat_ints(path: &Path, name: &str) -> Result<Vec<i64>, DataError> {
 /// Opens Flowers-102: splits `train` (`trnid`), `valid` (`valid`), `test` (`tstid`); labels
 /// 1–102 in the file become 0–101.
 pub fn open_flowers102(root: &Path, skip_corrupt: bool) -> Result<OpenedDataset, DataError> {
-    if !root.is_dir() {
-        return Err(DataError::missing(root, "Flowers-102 folder with jpg/, imagelabels.mat and setid.mat"));
-    }
+    require_dir(root, "Flowers-102 folder with jpg/, imagelabels.mat and setid.mat")?;
     let labels_file = root.join("imagelabels.mat");
     let setid_file = root.join("setid.mat");
     let jpg = root.join("jpg");
@@ -139,9 +140,7 @@ pub fn open_flowers102(root: &Path, skip_corrupt: bool) -> Result<OpenedDataset,
             });
         }
     }
-    if !jpg.is_dir() {
-        return Err(DataError::missing(&jpg, "folder of image_NNNNN.jpg files"));
-    }
+    require_dir(&jpg, "folder of image_NNNNN.jpg files")?;
     let mut splits = Vec::new();
     for (split, var) in [("train", "trnid"), ("valid", "valid"), ("test", "tstid")] {
         let ids = mat_ints(&setid_file, var)?;
@@ -160,7 +159,9 @@ pub fn open_flowers102(root: &Path, skip_corrupt: bool) -> Result<OpenedDataset,
             items.push((path, (labels[id as usize - 1] - 1) as usize));
         }
         let labels = items.iter().map(|(_, l)| *l).collect();
-        splits.push(Split::new(split, Arc::new(FlowersDataset::new(items, skip_corrupt)), labels));
+        let ds = FlowersDataset::new(items, skip_corrupt);
+        let files = ds.items.clone();
+        splits.push(Split::new(split, Arc::new(ds), labels).with_files(files));
     }
     let class_names = crate::classes::flowers_names(root, FLOWERS_CLASSES)?;
     Ok(OpenedDataset { kind: DatasetKind::Flowers102, splits, num_classes: FLOWERS_CLASSES, class_names })

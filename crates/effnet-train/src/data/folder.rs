@@ -90,17 +90,16 @@ fn scan_classes(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, DataError> {
 
 /// Opens an image folder; see the module docs for the split rules.
 pub fn open_folder(root: &Path, cfg: &DataConfig) -> Result<OpenedDataset, DataError> {
-    if !root.is_dir() {
-        return Err(DataError::missing(root, "image folder `<class>/<image>`"));
-    }
+    super::error::require_dir(root, "image folder `<class>/<image>`")?;
     let make = |name: &str, items: Vec<(PathBuf, usize)>| {
         let labels = items.iter().map(|(_, l)| *l).collect();
+        let items = Arc::new(items);
         let ds = FolderDataset {
-            items: Arc::new(items),
+            items: items.clone(),
             skip_corrupt: cfg.skip_corrupt,
             corrupt: Arc::new(AtomicUsize::new(0)),
         };
-        Split::new(name, Arc::new(ds), labels)
+        Split::new(name, Arc::new(ds), labels).with_files(items)
     };
     let valid_dir = ["valid", "val"].iter().map(|d| root.join(d)).find(|d| d.is_dir());
     if let (true, Some(valid_dir)) = (root.join("train").is_dir(), valid_dir) {

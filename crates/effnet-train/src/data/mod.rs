@@ -31,7 +31,7 @@ pub use randaugment::{RAND_AUGMENT_OPS, rand_augment};
 use burn::data::dataset::Dataset;
 use effnet_config::{DataConfig, DatasetKind};
 use image::RgbImage;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A decoded raw sample: the image as stored (any size) and its class index.
@@ -52,12 +52,32 @@ pub struct Split {
     pub dataset: Arc<dyn Dataset<ImageItem>>,
     /// The label of every image, known without decoding (class counts, `data check`).
     pub labels: Arc<Vec<usize>>,
+    /// The image files, for datasets decoded from files: [`Split::undecodable`] decodes them
+    /// one by one (the dataset's `get` may skip a corrupt one for the next).
+    files: Option<Arc<Vec<(PathBuf, usize)>>>,
 }
 
 impl Split {
     /// A split from its name, dataset and labels.
     pub fn new(name: &str, dataset: Arc<dyn Dataset<ImageItem>>, labels: Vec<usize>) -> Self {
-        Self { name: name.into(), dataset, labels: Arc::new(labels) }
+        Self { name: name.into(), dataset, labels: Arc::new(labels), files: None }
+    }
+
+    /// The same split, its images decoded from `files` (`(path, label)`, in dataset order).
+    pub fn with_files(mut self, files: Arc<Vec<(PathBuf, usize)>>) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    /// Decodes every image once, none skipped: one message per image that cannot be read,
+    /// naming the file, in dataset order.
+    pub fn undecodable(&self) -> Vec<String> {
+        match &self.files {
+            Some(files) => {
+                files.iter().filter_map(|(path, _)| flowers::decode(path).err()).map(|e| e.to_string()).collect()
+            }
+            None => (0..self.dataset.len()).filter_map(|i| self.dataset.get(i).err()).map(|e| e.to_string()).collect(),
+        }
     }
 
     /// Number of distinct labels present in the split.
