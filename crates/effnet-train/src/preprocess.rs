@@ -43,8 +43,9 @@ impl EvalTransform {
         if w == 0 || h == 0 {
             return out;
         }
-        // u64: a thin strip's long side can pass u32 after the short side is scaled up.
-        let short = ((self.size as f64 / self.crop_fraction).floor() as u64).max(self.size as u64);
+        // u64: a thin strip's long side can pass u32 after the short side is scaled up. The cap
+        // only matters for absurd crop fractions (1e-30), where it keeps the arithmetic finite.
+        let short = ((self.size as f64 / self.crop_fraction).floor() as u64).clamp(self.size as u64, 1 << 31);
         // torchvision's Resize(int): the short side becomes `short`, the long side is truncated.
         let (nw, nh) = if w <= h { (short, short * h as u64 / w as u64) } else { (short * w as u64 / h as u64, short) };
         let top = ((nh - s as u64) as f64 / 2.0).round() as u64;
@@ -281,6 +282,13 @@ mod tests {
         let started = std::time::Instant::now();
         let v = EvalTransform::imagenet(224).apply(&img);
         assert!(started.elapsed().as_secs_f64() < 2.0, "{:?}", started.elapsed());
+        // An absurd crop fraction magnifies a sub-pixel: no overflow, still the strip's colour.
+        let t = EvalTransform { crop_fraction: 1e-30, ..EvalTransform::imagenet(8) };
+        assert!(
+            t.apply(&RgbImage::from_pixel(7, 5, image::Rgb([200, 100, 50])))[..64]
+                .iter()
+                .all(|x| (x - v[0]).abs() < 1e-5)
+        );
         let want = (200.0 / 255.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0];
         assert!(v[..224 * 224].iter().all(|x| (x - want).abs() < 1e-5));
     }
