@@ -19,7 +19,7 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "latest")]
     pub ema: bool,
     /// The last epoch's weights, RUN/latest.bpk, instead of the best epoch's.
-    #[arg(long, requires = "run")]
+    #[arg(long)]
     pub latest: bool,
 }
 
@@ -45,7 +45,13 @@ impl RunArgs {
     /// The run directory's config and weights; `None` without `--run`. A missing directory,
     /// config or weights file is a one-line error naming the path.
     pub fn resolve(&self) -> Result<Option<RunDir>> {
-        let Some(dir) = &self.run else { return Ok(None) };
+        let Some(dir) = &self.run else {
+            // (clap's `requires` does not fire for a flag beside the conflicting --weights/--config.)
+            if self.latest {
+                bail!("--latest needs --run DIR (it reads DIR/latest.bpk)");
+            }
+            return Ok(None);
+        };
         if !dir.is_dir() {
             bail!("{}: --run: no such run directory", dir.display());
         }

@@ -241,4 +241,6 @@ fn a_run_directory_names_its_classes_in_predict_eval_and_forward() {
         photo.to_str().unwrap(),
     ]));
     assert!(err.contains("--ema needs --run DIR"), "{err}");
+    let err = assert_clean_failure(&effnet(&[&["predict"][..], &explicit, &["--latest"]].concat()));
+    assert!(err.contains("--latest needs --run DIR"), "{err}");
 }
