@@ -130,6 +130,13 @@ pub fn bench(
     workers: Option<usize>,
     json: bool,
 ) -> Result<()> {
+    // The bounds of `[data] image_size`: a 100000-pixel batch would be hundreds of GB.
+    if let Some(s) = image_size.filter(|s| !(8..=4096).contains(s)) {
+        bail!("--image-size: invalid value {s}: must be between 8 and 4096");
+    }
+    if batch_size == Some(0) {
+        bail!("--batch-size: invalid value 0: must be at least 1");
+    }
     let (mut data, cfg, base) = resolve(src)?;
     if let Some(w) = workers {
         data.num_workers = w;

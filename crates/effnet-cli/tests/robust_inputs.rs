@@ -104,6 +104,13 @@ fn predict_bounds_the_work_of_odd_sizes() {
         let err = assert_clean_failure(&run(&args, &["--resolution", bad, strip.to_str().unwrap()]));
         assert!(err.contains(&format!("--resolution: invalid value {bad}: must be between 8 and 4096")), "{err}");
     }
+    // `data bench` has the same bound on its image size, and a batch of at least one.
+    let digits = repo().join("datasets/digits");
+    let bench = ["data", "bench", "--dataset", "cifar100", "--path", digits.to_str().unwrap(), "--batches", "1"];
+    let err = assert_clean_failure(&effnet(&[&bench[..], &["--image-size", "100000"]].concat()));
+    assert_eq!(err, "error: --image-size: invalid value 100000: must be between 8 and 4096\n");
+    let err = assert_clean_failure(&effnet(&[&bench[..], &["--batch-size", "0"]].concat()));
+    assert_eq!(err, "error: --batch-size: invalid value 0: must be at least 1\n");
 }
 
 /// A truncated JPEG is predicted (the decoder fills in the rest) with a warning naming it.
