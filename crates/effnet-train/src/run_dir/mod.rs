@@ -95,7 +95,7 @@ pub fn begin(run_dir: &Path, cfg: &EffnetConfig, resume: bool) -> Result<(RunLoc
         }
         return Ok((lock, 0));
     }
-    check_resume_config(run_dir, cfg)?;
+    let changes = check_resume_config(run_dir, cfg)?;
     let epoch = last_good_checkpoint(run_dir, true).ok_or_else(no_checkpoint)?;
     let epochs = cfg.train.epochs;
     if epoch > epochs || (epoch == epochs && end_of_run_complete(run_dir, cfg)) {
@@ -103,6 +103,9 @@ pub fn begin(run_dir: &Path, cfg: &EffnetConfig, resume: bool) -> Result<(RunLoc
             "{}: already trained for {epoch} epochs (train.epochs = {epochs})",
             run_dir.display()
         )));
+    }
+    for c in changes {
+        eprintln!("note: resuming with a changed {c}");
     }
     discard_checkpoints_after(run_dir, epoch);
     if epoch == epochs {

@@ -84,12 +84,12 @@ pub fn config_changes(stored: &EffnetConfig, new: &EffnetConfig) -> Vec<ConfigCh
 }
 
 /// Refuses a resumed config that differs from the run's `config.toml` in a key outside
-/// [`RESUME_SAFE_KEYS`]; notes the safe keys that changed.
-pub(super) fn check_resume_config(run_dir: &Path, cfg: &EffnetConfig) -> Result<(), TrainError> {
+/// [`RESUME_SAFE_KEYS`]; returns the safe changes, for the caller to note once the run goes on.
+pub(super) fn check_resume_config(run_dir: &Path, cfg: &EffnetConfig) -> Result<Vec<ConfigChange>, TrainError> {
     let file = run_dir.join("config.toml");
     if !file.is_file() {
         eprintln!("warning: {}: missing; --resume cannot check that the config is the run's", file.display());
-        return Ok(());
+        return Ok(vec![]);
     }
     let stored = EffnetConfig::load(&file)
         .map_err(|e| TrainError::Run(format!("{e} (the run's config, which --resume compares with)")))?;
@@ -104,10 +104,7 @@ pub(super) fn check_resume_config(run_dir: &Path, cfg: &EffnetConfig) -> Result<
             RESUME_SAFE_KEYS.join(", ")
         )));
     }
-    for c in safe {
-        eprintln!("note: resuming with a changed {c}");
-    }
-    Ok(())
+    Ok(safe)
 }
 
 #[cfg(test)]
