@@ -40,7 +40,10 @@ fn copy_dir(from: &Path, to: &Path) {
 fn copy_of_base(name: &str) -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     let base = BASE.get_or_init(|| {
-        let dir = tmp("base");
+        // In cargo's per-target scratch folder rather than the system temp dir: nothing removes
+        // it at the end, and each run of this binary trains it afresh.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume-base");
+        let _ = std::fs::remove_dir_all(&dir);
         train(&tiny(2, ""), &dir, false).unwrap();
         dir
     });
