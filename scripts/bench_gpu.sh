@@ -87,15 +87,26 @@ E="--mode eval --batch $((BATCH * 2))"
 
 # Most wanted first: a run cut short by the caller's own limit keeps what it finished. A
 # backend the binary was built without fails at once with the reason (see README: the `cuda`
-# feature needs to download LLVM while building).
-bench torch_train_amp_bf16_cl $PEER $T --amp bf16 --channels-last
-bench effnet_train_wgpu $EFF $T --backend wgpu
-bench effnet_train_cuda $EFF $T --backend cuda
-bench torch_train_f32 $PEER $T
-bench torch_train_amp_fp16_cl $PEER $T --amp fp16 --channels-last
-bench effnet_eval_wgpu $EFF $E --backend wgpu
-bench torch_eval_amp_bf16_cl $PEER $E --amp bf16 --channels-last
-bench torch_eval_f32 $PEER $E
-bench effnet_eval_wgpu_f16 $EFF $E --backend wgpu --precision f16
-bench effnet_eval_cuda $EFF $E --backend cuda
+# feature needs to download LLVM while building). ROWS="name ..." runs only those rows.
+# effnet's bf16/f16 training rows are mixed precision (f32 master weights, bf16/f16
+# convolutions; f16 with dynamic loss scaling), like PyTorch's AMP rows.
+row() {
+    local name=$1
+    shift
+    if [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $name "* ]]; then
+        bench "$name" "$@"
+    fi
+}
+row torch_train_amp_bf16_cl $PEER $T --amp bf16 --channels-last
+row effnet_train_wgpu $EFF $T --backend wgpu
+row torch_train_f32 $PEER $T
+row effnet_train_wgpu_f16 $EFF $T --backend wgpu --precision f16
+row effnet_train_wgpu_bf16 $EFF $T --backend wgpu --precision bf16
+row torch_train_amp_fp16_cl $PEER $T --amp fp16 --channels-last
+row effnet_train_cuda $EFF $T --backend cuda
+row effnet_eval_wgpu $EFF $E --backend wgpu
+row torch_eval_amp_bf16_cl $PEER $E --amp bf16 --channels-last
+row torch_eval_f32 $PEER $E
+row effnet_eval_wgpu_f16 $EFF $E --backend wgpu --precision f16
+row effnet_eval_cuda $EFF $E --backend cuda
 echo "done: $(wc -l <"$RESULTS") results in $RESULTS"

