@@ -40,10 +40,21 @@ fn copy_dir(from: &Path, to: &Path) {
 fn copy_of_base(name: &str) -> PathBuf {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     let base = BASE.get_or_init(|| {
-        // In cargo's per-target scratch folder rather than the system temp dir: nothing removes
-        // it at the end, and each run of this binary trains it afresh.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("resume-base");
-        let _ = std::fs::remove_dir_all(&dir);
+        // In cargo's per-target scratch folder: nothing removes it when the tests end, so each
+        // run removes the bases of earlier runs whose process is gone (one per process: two
+        // runs of this binary at once must not share one).
+        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        if Path::new("/proc/self").exists() {
+            for e in std::fs::read_dir(scratch).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("resume-base-")
+                    && !Path::new("/proc").join(pid).exists()
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = scratch.join(format!("resume-base-{}", std::process::id()));
         train(&tiny(2, ""), &dir, false).unwrap();
         dir
     });
