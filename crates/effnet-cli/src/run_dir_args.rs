@@ -63,7 +63,10 @@ impl RunArgs {
         if !weights.is_file() {
             let why = match self.weights_name() {
                 "ema.bpk" => "the run has no EMA weights (train.ema_decay was not set, or the run has not finished)",
-                _ => "the weights are written when the run finishes; its per-epoch checkpoints are in checkpoint/",
+                _ => {
+                    "the weights are written when the run finishes; its per-epoch checkpoints are in checkpoint/ \
+                     (eval: --epoch N)"
+                }
             };
             bail!("{}: missing: {why}", weights.display());
         }

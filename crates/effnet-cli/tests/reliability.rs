@@ -231,6 +231,13 @@ fn eval_of_a_run_that_stopped_early_takes_an_epoch() {
     assert_eq!(v["images"], 4);
     let o = eval(&["--epoch", "1", "--ema"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The same through --run DIR (the run's own config.toml).
+    let err = assert_clean_failure(&effnet(&["eval", "--run", run.to_str().unwrap()]));
+    assert!(err.contains("best.bpk: missing") && err.contains("--epoch N"), "{err}");
+    let o = effnet(&["eval", "--run", run.to_str().unwrap(), "--epoch", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["top1"], whole["top1"]);
     let err = assert_clean_failure(&eval(&["--epoch", "7"]));
     assert!(err.contains("model-7.bpk") && err.contains("1, 2"), "{err}");
     // A per-epoch checkpoint file given directly: read as what it is, not as a weights file.
