@@ -147,6 +147,21 @@ fn a_run_dir_that_is_a_file_is_said_once() {
 }
 
 #[test]
+fn an_os_error_is_said_once() {
+    let dir = tmp_dir("os-error");
+    let missing = dir.join("missing.toml");
+    for args in [
+        vec!["train", "--config", missing.to_str().unwrap()],
+        vec!["config", "check", missing.to_str().unwrap()],
+        vec!["eval", "--config", missing.to_str().unwrap(), "--checkpoint", dir.to_str().unwrap()],
+    ] {
+        let err = assert_clean_failure(&effnet(&args));
+        assert!(err.contains("missing.toml: cannot read: "), "{args:?}: {err}");
+        assert_eq!(err.matches("os error").count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn a_data_path_that_is_a_file_is_not_a_directory() {
     let dir = tmp_dir("data-file");
     let file = dir.join("data.bin");
