@@ -8,6 +8,7 @@
 //!   summary.json         final/best validation metrics
 //!   checkpoint/          burn-train's per-epoch model/optim/scheduler (written atomically)
 //!   latest.bpk best.bpk ema.bpk   the network's weights (effnet layout)
+//!   train.lock           the PID of the run holding the directory's lock (see crate::run_dir)
 //! ```
 
 use crate::build_model;
