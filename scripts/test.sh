@@ -9,6 +9,8 @@ source scripts/cargo_env.sh
 
 scripts/fetch_test_assets.sh
 scripts/install_lavapipe.sh
+# ONNX Runtime (PyPI) for the ONNX export tests, in a venv under target/.
+scripts/install_onnxruntime.sh
 
 # wgpu: the best adapter (lavapipe without a GPU); Mesa keeps its shader cache in
 # ~/.cache/mesa_shader_cache between runs. lavapipe compiles every kernel and every autotune

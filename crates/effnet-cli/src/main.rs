@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod eval_report;
+mod export;
 mod info;
 mod memory;
 mod model_args;
@@ -91,6 +92,9 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Write the model as a PyTorch library's state dict (timm, timm-tf, torchvision, lukemelas;
+    /// .safetensors), effnet's own .safetensors, or ONNX.
+    Export(export::ExportArgs),
     /// Classify images: top-K classes with probabilities.
     Predict {
         #[command(flatten)]
@@ -221,6 +225,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => bench::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Export(args) => export::run(args),
         Command::Forward { model, input, output } => model.with_run().and_then(|m| run::forward(&m, &input, &output)),
         Command::Predict { model, top, json, resolution, crop_fraction, mean, std, images } => {
             let flags = run_dir_args::TransformFlags { resolution, crop_fraction, mean, std };

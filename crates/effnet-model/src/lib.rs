@@ -4,6 +4,7 @@
 //! the stage table of `effnet-config`.
 
 pub mod block;
+pub mod export;
 pub mod kernels;
 pub mod layers;
 mod load_checks;
