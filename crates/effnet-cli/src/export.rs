@@ -36,5 +36,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
         format!("{} tensors", summary.tensors)
     };
     eprintln!("wrote {} ({what}) for {}", args.output.display(), summary.target);
+    // timm's tf_ and plain checkpoints have the same keys: `--variant` tells them apart by name.
+    let tf_name = args.output.to_string_lossy().to_ascii_lowercase().contains("tf_");
+    match format {
+        ExportFormat::TimmTf if !tf_name => eprintln!(
+            "note: with --variant, effnet reads a timm file as a TF port only if its path contains `tf_`; \
+             else pass --padding tf-same --bn-eps 1e-3"
+        ),
+        ExportFormat::Timm if tf_name => eprintln!(
+            "note: with --variant, effnet reads a timm file whose path contains `tf_` as a TF port; \
+             pass --padding symmetric --bn-eps 1e-5"
+        ),
+        _ => {}
+    }
     Ok(())
 }

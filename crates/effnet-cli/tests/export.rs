@@ -145,6 +145,10 @@ fn export_from_a_run_directory() {
         "{}",
         stderr(&o)
     );
+    assert!(
+        stderr(&o)
+            .contains("note: with --variant, effnet reads a timm file as a TF port only if its path contains `tf_`")
+    );
     let again = tmp.join("again.npy");
     let config = run.join("config.toml");
     let o = effnet(&[
