@@ -70,8 +70,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if mode == BenchMode::Train {
         check_training_precision(precision).map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?;
     }
-    let kernels = effnet_model::kernels::parse_selection(&args.kernels).map_err(|e| anyhow!("--kernels: {e}"))?;
-    effnet_model::kernels::select(&kernels);
+    let kernels: effnet_model::KernelSelection = args.kernels.parse().map_err(|e| anyhow!("--kernels: {e}"))?;
+    effnet_model::set_kernel_selection(kernels);
     let device = args.runtime.device(None)?;
     let mut tags = Vec::new();
     if let Some(b) = args.runtime.backend.filter(|b| *b != BackendKind::Flex) {

@@ -34,10 +34,9 @@ impl MbConv {
         }
     }
 
+    /// The generic path (autodiff, any backend and dtype); [`crate::EfficientNet`] decides when
+    /// [`MbConv::forward_fused`] runs instead.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.fused_applies(&x) {
-            return self.forward_fused(x);
-        }
         let mut y = match &self.expand {
             Some(e) => e.forward(x.clone()),
             None => x.clone(),
@@ -50,25 +49,17 @@ impl MbConv {
         if self.residual { self.drop_path.forward(y) + x } else { y }
     }
 
-    /// Inference on Flex: the whole block through the fused kernels (see `kernels/fused.rs`).
-    fn fused_applies(&self, x: &Tensor<4>) -> bool {
-        let channels = self.depthwise.conv.weight.dims()[0];
-        kernels::fused_inference(x)
-            && kernels::is_depthwise(&self.depthwise.conv, channels)
-            && kernels::is_pointwise(&self.project.conv)
-            && self.expand.as_ref().is_none_or(|e| kernels::is_pointwise(&e.conv))
-    }
-
-    /// expand (fused 1×1) → depthwise with SE's squeeze in the same pass → SE's gates → project
-    /// with the gates folded into its GEMM and the residual added in its epilogue. Drop path is
-    /// the identity in inference.
-    fn forward_fused(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = match &self.expand {
-            Some(e) => e.forward_pointwise_fused(x.clone(), None, None),
-            None => x.clone(),
+    /// Inference through the fused kernels (the caller checked [`kernels::fused_inference`]):
+    /// the whole block in three passes over memory (see [`kernels::mbconv`]). Drop path is the
+    /// identity in inference.
+    pub fn forward_fused(&self, x: Tensor<4>) -> Tensor<4> {
+        let block = kernels::FusedBlock {
+            expand: self.expand.as_ref().map(ConvBnAct::fused),
+            depthwise: self.depthwise.fused(),
+            se: self.se.as_ref().map(SqueezeExcite::fused),
+            project: self.project.fused(),
+            residual: self.residual,
         };
-        let (y, means) = self.depthwise.forward_depthwise_fused(y, self.se.is_some());
-        let gates = self.se.as_ref().zip(means).map(|(se, m)| se.gates(&m));
-        self.project.forward_pointwise_fused(y, gates.as_deref(), self.residual.then_some(x))
+        kernels::mbconv(x, &block)
     }
 }

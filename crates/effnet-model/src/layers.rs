@@ -96,17 +96,10 @@ impl ConvBnAct {
         }
     }
 
+    /// The generic path (autodiff, any backend and dtype); [`crate::EfficientNet`] decides when
+    /// [`ConvBnAct::forward_fused`] runs instead.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if kernels::fused_inference(&x) {
-            if kernels::is_pointwise(&self.conv) {
-                return self.forward_pointwise_fused(x, None, None);
-            }
-            if kernels::is_dense(&self.conv) {
-                let (scale, shift) = self.bn.folded();
-                return kernels::conv_bn_act(x, &self.conv, (&scale, &shift), epilogue(self.act));
-            }
-        }
-        let x = kernels::conv2d(&self.conv, x);
+        let x = kernels::conv2d(&self.conv, x, |x| self.conv.forward(x));
         match self.act {
             Some(Activation::Swish) => self.bn.forward_silu(x),
             Some(a) => activate(a, self.bn.forward(x)),
@@ -114,24 +107,17 @@ impl ConvBnAct {
         }
     }
 
-    /// Inference through one fused kernel (the caller checked [`kernels::fused_inference`]
-    /// and that the conv is 1×1): `act(bn(conv(gates ⊙ x))) + residual`.
-    pub fn forward_pointwise_fused(
-        &self,
-        x: Tensor<4>,
-        gates: Option<&[f32]>,
-        residual: Option<Tensor<4>>,
-    ) -> Tensor<4> {
-        let (scale, shift) = self.bn.folded();
-        kernels::pointwise_bn_act(x, &self.conv, (&scale, &shift), epilogue(self.act), gates, residual)
+    /// Inference through one fused kernel (the caller checked [`kernels::fused_inference`]):
+    /// `act(bn(conv(x)))` for the stem and the head.
+    pub fn forward_fused(&self, x: Tensor<4>) -> Tensor<4> {
+        kernels::conv_bn_act(x, &self.fused())
     }
 
-    /// Inference through one fused kernel (the caller checked [`kernels::fused_inference`]
-    /// and that the conv is depthwise): `act(bn(conv(x)))` and, with `squeeze`, its `[n, c]`
-    /// spatial means.
-    pub fn forward_depthwise_fused(&self, x: Tensor<4>, squeeze: bool) -> (Tensor<4>, Option<Vec<f32>>) {
+    /// This layer as the fused kernels take it: the conv, BN folded to `(scale, shift)`, the
+    /// activation.
+    pub fn fused(&self) -> kernels::FusedConv<'_> {
         let (scale, shift) = self.bn.folded();
-        kernels::depthwise_bn_act(x, &self.conv, (&scale, &shift), epilogue(self.act), squeeze)
+        kernels::FusedConv { conv: &self.conv, scale, shift, act: epilogue(self.act) }
     }
 }
 
@@ -164,10 +150,10 @@ impl SqueezeExcite {
         kernels::channel_scale(x, s)
     }
 
-    /// Inference on the fused path: the `[n, c]` gates from the squeezed means (the rescale
-    /// itself is folded into the projection that follows).
-    pub fn gates(&self, means: &[f32]) -> Vec<f32> {
-        kernels::se_gates(means, &self.reduce, &self.expand, epilogue(Some(self.act)))
+    /// This SE as the fused kernels take it (they compute the gates from the depthwise pass's
+    /// means and fold the rescale into the projection that follows).
+    pub fn fused(&self) -> kernels::FusedSe<'_> {
+        kernels::FusedSe { reduce: &self.reduce, expand: &self.expand, act: epilogue(Some(self.act)) }
     }
 }
 

@@ -5,7 +5,6 @@
 
 pub mod block;
 pub mod export;
-pub mod kernels;
 pub mod layers;
 mod load_checks;
 pub mod model;
@@ -13,7 +12,13 @@ pub mod norm;
 pub mod params;
 pub mod weights;
 
+// The CPU kernels (effnet-kernels) under the name the layers call them by.
+use effnet_kernels as kernels;
+
 pub use block::MbConv;
+/// Which of effnet-kernels' CPU kernel families run (the cli's `--kernels`, `EFFNET_KERNELS`):
+/// a setting handed down through [`set_kernel_selection`].
+pub use effnet_kernels::{Kernel, KernelSelection, kernel_selection, set_kernel_selection};
 pub use model::{DEFAULT_BN_MOMENTUM, EfficientNet, Features};
 pub use norm::BatchNorm;
 pub use params::trainable_params;

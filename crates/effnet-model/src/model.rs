@@ -74,9 +74,9 @@ impl EfficientNet {
 
     /// Logits `[batch, num_classes]` for images `[batch, channels, height, width]` of any size.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.forward_head(x);
+        let (x, fused) = self.backbone(x, |_, _| {});
         // Dropout is the identity in inference, which is when the fused path applies.
-        if crate::kernels::fused_inference(&x) {
+        if fused {
             return crate::kernels::pool_linear(x, &self.classifier);
         }
         let pooled = x.mean_dim(2).mean_dim(3).flatten::<2>(1, 3);
@@ -85,24 +85,32 @@ impl EfficientNet {
 
     /// The head output before pooling: `[batch, head_channels, ⌈h/32⌉, ⌈w/32⌉]`.
     pub fn forward_head(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.stem.forward(x);
-        for b in &self.blocks {
-            x = b.forward(x);
-        }
-        self.head.forward(x)
+        self.backbone(x, |_, _| {}).0
     }
 
     /// The stride 2/4/8/16/32 end-points and the head output.
     pub fn forward_features(&self, x: Tensor<4>) -> Features {
-        let mut x = self.stem.forward(x);
         let mut reductions = Vec::with_capacity(self.endpoints.len());
-        for (i, b) in self.blocks.iter().enumerate() {
-            x = b.forward(x);
+        let (head, _) = self.backbone(x, |i, y| {
             if self.endpoints.contains(&i) {
-                reductions.push(x.clone());
+                reductions.push(y.clone());
             }
+        });
+        Features { reductions, head }
+    }
+
+    /// Stem, blocks (each block's output also to `tap`) and head, and whether they ran fused.
+    /// The one place the path is chosen: the fused inference kernels when they apply to the
+    /// input ([`crate::kernels::fused_inference`]: f32 on Flex, no autodiff), every layer's
+    /// generic `forward` otherwise.
+    fn backbone(&self, x: Tensor<4>, mut tap: impl FnMut(usize, &Tensor<4>)) -> (Tensor<4>, bool) {
+        let fused = crate::kernels::fused_inference(&x);
+        let mut x = if fused { self.stem.forward_fused(x) } else { self.stem.forward(x) };
+        for (i, b) in self.blocks.iter().enumerate() {
+            x = if fused { b.forward_fused(x) } else { b.forward(x) };
+            tap(i, &x);
         }
-        Features { reductions, head: self.head.forward(x) }
+        (if fused { self.head.forward_fused(x) } else { self.head.forward(x) }, fused)
     }
 
     /// Number of MBConv blocks.

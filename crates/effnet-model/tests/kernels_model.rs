@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use effnet_config::ModelConfig;
-use effnet_model::{EfficientNet, kernels};
+use effnet_model::{EfficientNet, KernelSelection, set_kernel_selection};
 
 fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     (a - b).abs().max().into_scalar::<f32>()
@@ -19,7 +19,7 @@ fn efficientnet_training_step_is_the_same_with_and_without_kernels() {
     let model = EfficientNet::new(&arch, &device);
     let labels = Tensor::<1, Int>::from_ints([0, 3, 6, 2, 1, 5, 4, 0], &device);
     let step = |on: bool, x: &Tensor<4>| {
-        kernels::set_enabled(on);
+        set_kernel_selection(if on { KernelSelection::ALL } else { KernelSelection::NONE });
         let logits = model.forward(x.clone());
         let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(&device).forward(logits.clone(), labels.clone());
         let grads = loss.backward();
@@ -31,7 +31,7 @@ fn efficientnet_training_step_is_the_same_with_and_without_kernels() {
         let x = Tensor::<4>::random([8, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
         let (la, ga) = step(true, &x);
         let (lb, gb) = step(false, &x);
-        kernels::set_enabled(true);
+        set_kernel_selection(KernelSelection::ALL);
         let d = max_diff(la, lb);
         assert!(d < 1e-4, "{h}×{w}: logits differ by {d}");
         // Every parameter's gradient, relative to its size.

@@ -8,7 +8,8 @@ use burn::nn::conv::Conv2dConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use effnet_model::kernels;
+use effnet_kernels as kernels;
+use effnet_kernels::{Kernel, KernelSelection};
 
 fn autodiff() -> Device {
     Device::flex().autodiff()
@@ -76,7 +77,7 @@ fn depthwise_and_pointwise_conv_values_and_gradients_match_burn() {
     for (i, (cin, cout, h, w)) in [(8, 12, 5, 7), (3, 1, 1, 1), (16, 4, 6, 6)].into_iter().enumerate() {
         let conv = Conv2dConfig::new([cin, cout], [1, 1]).with_bias(false).init(&device);
         let x = random([3, cin, h, w], &device).require_grad();
-        let (ya, yb) = (kernels::conv2d(&conv, x.clone()), conv.forward(x.clone()));
+        let (ya, yb) = (kernels::conv2d(&conv, x.clone(), |x| conv.forward(x)), conv.forward(x.clone()));
         assert_eq!(ya.dims(), yb.dims(), "1x1 case {i}: output shape");
         let d = max_diff(ya.clone(), yb.clone());
         assert!(d < 1e-4, "1x1 case {i}: forward differs by {d}");
@@ -94,7 +95,7 @@ fn depthwise_and_pointwise_conv_values_and_gradients_match_burn() {
             .with_bias(false)
             .init(&device);
         let x = random([3, c, h, w], &device).require_grad();
-        let (ya, yb) = (kernels::conv2d(&conv, x.clone()), conv.forward(x.clone()));
+        let (ya, yb) = (kernels::conv2d(&conv, x.clone(), |x| conv.forward(x)), conv.forward(x.clone()));
         assert_eq!(ya.dims(), yb.dims(), "case {i}: output shape");
         let d = max_diff(ya.clone(), yb.clone());
         assert!(d < 1e-5, "case {i}: forward differs by {d}");
@@ -107,7 +108,7 @@ fn depthwise_and_pointwise_conv_values_and_gradients_match_burn() {
         // Inference.
         let conv_valid = conv.valid();
         let xi = x.clone().inner();
-        let d = max_diff(kernels::conv2d(&conv_valid, xi.clone()), conv_valid.forward(xi));
+        let d = max_diff(kernels::conv2d(&conv_valid, xi.clone(), |x| conv_valid.forward(x)), conv_valid.forward(xi));
         assert!(d < 1e-5, "case {i}: inference differs by {d}");
     }
 }
@@ -141,13 +142,39 @@ fn batch_norm_train_values_statistics_and_gradients_match_burn() {
 
 #[test]
 fn kernel_selection_parses_names_and_rejects_typos() {
-    use kernels::Kernel;
-    assert_eq!(kernels::parse_selection("all").unwrap(), Kernel::ALL.to_vec());
-    assert_eq!(kernels::parse_selection("scale").unwrap(), vec![Kernel::ChannelScale]);
-    assert_eq!(kernels::parse_selection("burn").unwrap(), vec![]);
-    assert_eq!(kernels::parse_selection("depthwise, activation").unwrap(), vec![Kernel::Depthwise, Kernel::Activation]);
-    let e = kernels::parse_selection("activation,depthwize").unwrap_err();
+    let parse = |s: &str| s.parse::<KernelSelection>().map(KernelSelection::kernels);
+    assert_eq!(parse("all").unwrap(), Kernel::ALL.to_vec());
+    assert_eq!(parse("scale").unwrap(), vec![Kernel::ChannelScale]);
+    assert_eq!(parse("burn").unwrap(), vec![]);
+    assert_eq!(parse("depthwise, activation").unwrap(), vec![Kernel::Activation, Kernel::Depthwise]);
+    assert_eq!("burn".parse(), Ok(KernelSelection::NONE));
+    let e = parse("activation,depthwize").unwrap_err();
     assert!(e.contains("`depthwize`"), "{e}");
+}
+
+#[test]
+fn conv2d_hands_what_no_kernel_covers_to_the_generic_conv() {
+    let device = Device::flex();
+    let x = random([2, 4, 6, 6], &device);
+    let mut generic = 0;
+    // Depthwise without bias: the kernel. With a bias, or a dense 3×3: the caller's conv.
+    let depthwise = Conv2dConfig::new([4, 4], [3, 3]).with_groups(4).with_bias(false).init(&device);
+    kernels::conv2d(&depthwise, x.clone(), |x| {
+        generic += 1;
+        x
+    });
+    assert_eq!(generic, 0);
+    for conv in [
+        Conv2dConfig::new([4, 4], [3, 3]).with_groups(4).init(&device),
+        Conv2dConfig::new([4, 3], [3, 3]).with_bias(false).init(&device),
+    ] {
+        let y = kernels::conv2d(&conv, x.clone(), |x| {
+            generic += 1;
+            conv.forward(x)
+        });
+        assert_eq!(y.dims()[1], conv.weight.dims()[0]);
+    }
+    assert_eq!(generic, 2);
 }
 
 #[test]

@@ -380,12 +380,12 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        crate::kernels::test_values(n, seed, 0.0)
+        crate::test_values(n, seed, 0.0)
     }
 
     #[test]
     fn fused_inference_matches_the_definition() {
-        use crate::kernels::Act;
+        use crate::Act;
         // A map split into column blocks (c_in 600 → blocks of 64), one that is not, a 1×1 map;
         // SE gates on the weights (c_out ≤ block) and on the input block (c_out > block).
         for d in [

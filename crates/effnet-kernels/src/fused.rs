@@ -6,7 +6,7 @@
 //!
 //! This is what ONNX Runtime does at export (BN folded into the conv weights, fused
 //! conv+activation); burn 0.22.1 has no graph-level fusion on its CPU backend, so the model
-//! calls these directly when [`super::fused_inference`] says they apply.
+//! calls these directly when [`crate::fused_inference`] says they apply.
 
 use super::flex::{contiguous, geometry, new_tensor, pw_dims, slice};
 use super::pointwise::{dense, row_major, transposed};
@@ -251,7 +251,7 @@ mod tests {
         // The stem's TF-SAME stride 2 (extra pixel bottom/right) on odd and even sizes, PyTorch's
         // symmetric padding, stride 1, a kernel wider than a narrow image, and 40 input channels
         // (360 unfolded rows: blocks of 80 columns that start and end mid-row).
-        let v = |len, seed| crate::kernels::test_values(len, seed, 0.0);
+        let v = |len, seed| crate::test_values(len, seed, 0.0);
         for (n, cin, h, wi, cout, k, stride, pads) in [
             (2, 3, 9, 8, 4, 3, 2, [(0, 1), (0, 1)]),
             (1, 3, 10, 7, 5, 3, 2, [(1, 1), (1, 1)]),
@@ -306,7 +306,7 @@ mod tests {
         let (cin, h, w, k) = (2, 7, 6, 3);
         for (stride, top, left, out_h, out_w) in [(2, 0, 0, 4, 3), (1, 1, 1, 7, 6), (2, 1, 1, 4, 3)] {
             let u = Unfold { cin, h, w, k, stride, top, left, out_w };
-            let xs = crate::kernels::test_values(cin * h * w, 9, 2.0);
+            let xs = crate::test_values(cin * h * w, 9, 2.0);
             let plane = out_h * out_w;
             for (p0, len) in [(0, plane), (1, 5), (4, plane - 4)] {
                 let mut block = vec![f32::NAN; cin * k * k * len];
@@ -329,7 +329,7 @@ mod tests {
     #[test]
     fn se_gates_match_the_definition() {
         let (n, c, r) = (3, 10, 4);
-        let v = |len, seed| crate::kernels::test_values(len, seed, 0.0);
+        let v = |len, seed| crate::test_values(len, seed, 0.0);
         let (m, w1, b1, w2, b2) = (v(n * c, 1), v(r * c, 2), v(r, 3), v(c * r, 4), v(c, 5));
         for act in [Act::Silu, Act::Relu6] {
             let g = se_gates(&m, c, (&w1, &b1), (&w2, &b2), act);

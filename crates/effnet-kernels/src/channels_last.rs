@@ -183,10 +183,10 @@ pub fn pointwise_affine(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{depthwise, pointwise};
+    use crate::{depthwise, pointwise};
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        crate::kernels::test_values(n, seed, 0.0)
+        crate::test_values(n, seed, 0.0)
     }
 
     /// `[n, c, p]` ↔ `[n, p, c]`.

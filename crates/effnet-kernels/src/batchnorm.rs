@@ -196,7 +196,7 @@ mod tests {
 
     /// Values in `[offset − 2, offset + 2)`.
     fn values2(n: usize, seed: u32, offset: f32) -> Vec<f32> {
-        crate::kernels::test_values(n, seed, 0.0).into_iter().map(|v| 2.0 * v + offset).collect()
+        crate::test_values(n, seed, 0.0).into_iter().map(|v| 2.0 * v + offset).collect()
     }
 
     #[test]

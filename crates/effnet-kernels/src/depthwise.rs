@@ -466,7 +466,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        crate::kernels::test_values(n, seed, 0.0)
+        crate::test_values(n, seed, 0.0)
     }
 
     /// Direct definition with an explicitly padded input, in f64.
@@ -542,7 +542,7 @@ mod tests {
             // Inference with BN folded in, SiLU/ReLU6, and SE's squeeze from the same pass.
             let scale = values(g.channels, 300 + i as u32);
             let shift = values(g.channels, 400 + i as u32);
-            for act in [super::super::Act::Silu, super::super::Act::Relu6, super::super::Act::Identity] {
+            for act in [crate::Act::Silu, crate::Act::Relu6, crate::Act::Identity] {
                 let mut means = vec![0.0; g.batch * g.channels];
                 let y = forward_affine(&g, &x, &w, (&scale, &shift), act, Some(&mut means));
                 let want: Vec<f64> = ry
@@ -552,9 +552,9 @@ mod tests {
                         let c = j / g.out_plane() % g.channels;
                         let t = v * scale[c] as f64 + shift[c] as f64;
                         match act {
-                            super::super::Act::Silu => t / (1.0 + (-t).exp()),
-                            super::super::Act::Relu6 => t.clamp(0.0, 6.0),
-                            super::super::Act::Identity => t,
+                            crate::Act::Silu => t / (1.0 + (-t).exp()),
+                            crate::Act::Relu6 => t.clamp(0.0, 6.0),
+                            crate::Act::Identity => t,
                         }
                     })
                     .collect();

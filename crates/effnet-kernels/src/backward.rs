@@ -1,0 +1,254 @@
+//! Autodiff for the Flex kernels: every op records itself through one forward helper
+//! ([`record`]) and differentiates through one backward scaffold ([`Scaffold`]); what differs
+//! per op is only its [`Step`], the gradient computation proper.
+
+use crate::flex::{
+    EffnetKernels, bn_dims, contiguous, depthwise_forward, flex_bn_normalize, flex_bn_stats, flex_channel_scale,
+    geometry, map, new_tensor, pw_dims, pw_forward, scale_dims, slice, zip,
+};
+use crate::{batchnorm, depthwise, pointwise, simd};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{AutodiffBackend, Flex};
+use burn::tensor::Shape;
+use rayon::prelude::*;
+
+/// One op's backward computation: from its saved state and the (contiguous) output gradient,
+/// the gradient of each of its `N` inputs that autodiff tracks (`tracked[i]`; `None` for the
+/// others).
+trait Step<const N: usize>: Send + std::fmt::Debug + 'static {
+    type State: Clone + Send + std::fmt::Debug + 'static;
+    fn grads(self, state: Self::State, grad: FlexTensor, tracked: [bool; N]) -> [Option<FlexTensor>; N];
+}
+
+/// The backward scaffold every op shares: take the output gradient, compute the inputs'
+/// gradients ([`Step::grads`]), register each for its tracked input.
+#[derive(Debug)]
+struct Scaffold<S>(S);
+
+impl<S: Step<N>, const N: usize> Backward<Flex, N> for Scaffold<S> {
+    type State = S::State;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let computed = self.0.grads(ops.state, grad, ops.parents.each_ref().map(Option::is_some));
+        for (parent, g) in ops.parents.into_iter().zip(computed) {
+            if let (Some(node), Some(g)) = (parent, g) {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+/// The forward side every op shares: `untracked` on the inputs' contiguous primitives when
+/// autodiff tracks none of them; otherwise `tracked` on copies (the inputs may be part of the
+/// saved state, so nothing may overwrite them), which also returns the state to save.
+fn record<S: Step<N>, C: CheckpointStrategy, const N: usize>(
+    step: S,
+    inputs: [FloatTensor<Autodiff<Flex, C>>; N],
+    tracked: impl FnOnce([FlexTensor; N]) -> (S::State, FlexTensor),
+    untracked: impl FnOnce([FlexTensor; N]) -> FlexTensor,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match Scaffold(step).prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (state, out) = tracked(inputs.each_ref().map(|t| contiguous(t.primitive().clone())));
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(untracked(inputs.map(|t| contiguous(t.into_primitive())))),
+    }
+}
+
+fn shaped(grad: Option<Vec<f32>>, like: &FlexTensor) -> Option<FlexTensor> {
+    grad.map(|g| new_tensor(g, like.layout().shape().clone()))
+}
+
+/// A unary element-wise op from one saved tensor and the output gradient (SiLU saves its
+/// input, sigmoid its output).
+#[derive(Debug)]
+struct Elementwise(fn(&[f32], &[f32], &mut [simd::Out]));
+
+impl Step<1> for Elementwise {
+    type State = FlexTensor;
+
+    fn grads(self, saved: FlexTensor, grad: FlexTensor, _: [bool; 1]) -> [Option<FlexTensor>; 1] {
+        [Some(zip(saved, grad, self.0))]
+    }
+}
+
+#[derive(Debug)]
+struct Depthwise;
+
+impl Step<2> for Depthwise {
+    /// Input, weight and geometry.
+    type State = (FlexTensor, FlexTensor, depthwise::Geometry);
+
+    fn grads(self, (x, w, g): Self::State, grad: FlexTensor, [want_x, want_w]: [bool; 2]) -> [Option<FlexTensor>; 2] {
+        let (dx, dw) = depthwise::backward(&g, slice(&x), slice(&w), slice(&grad), want_x, want_w);
+        [shaped(dx, &x), shaped(dw, &w)]
+    }
+}
+
+#[derive(Debug)]
+struct ChannelScale;
+
+impl Step<2> for ChannelScale {
+    /// Input and scales.
+    type State = (FlexTensor, FlexTensor);
+
+    fn grads(self, (x, s): Self::State, grad: FlexTensor, [want_x, want_s]: [bool; 2]) -> [Option<FlexTensor>; 2] {
+        let (planes, plane) = scale_dims(&x, &s);
+        // ds[n, c] = Σ over the plane of g·x.
+        let ds = want_s.then(|| {
+            let (g, xs) = (slice(&grad), slice(&x));
+            (0..planes)
+                .into_par_iter()
+                .with_min_len((8192 / plane.max(1)).max(1))
+                .map(|p| g[p * plane..][..plane].iter().zip(&xs[p * plane..][..plane]).map(|(a, b)| a * b).sum())
+                .collect()
+        });
+        let ds = shaped(ds, &s);
+        [want_x.then(|| flex_channel_scale(grad, &s)), ds]
+    }
+}
+
+#[derive(Debug)]
+struct Pointwise;
+
+impl Step<2> for Pointwise {
+    /// Input and weight.
+    type State = (FlexTensor, FlexTensor);
+
+    fn grads(self, (x, w): Self::State, grad: FlexTensor, [want_x, want_w]: [bool; 2]) -> [Option<FlexTensor>; 2] {
+        let d = pw_dims(&x, &w);
+        let (dx, dw) = pointwise::backward(&d, slice(&x), slice(&w), slice(&grad), want_x, want_w);
+        [shaped(dx, &x), shaped(dw, &w)]
+    }
+}
+
+#[derive(Debug)]
+struct BatchNorm {
+    eps: f64,
+}
+
+impl Step<3> for BatchNorm {
+    /// Input, statistics and γ.
+    type State = (FlexTensor, FlexTensor, FlexTensor);
+
+    fn grads(self, (x, stats, gamma): Self::State, grad: FlexTensor, _: [bool; 3]) -> [Option<FlexTensor>; 3] {
+        let d = bn_dims(&x);
+        let (mean, var) = slice(&stats).split_at(d.channels);
+        let (dx, dgamma, dbeta) = batchnorm::backward(&d, slice(&x), slice(&grad), mean, var, slice(&gamma), self.eps);
+        let channels = |g| new_tensor(g, Shape::from([d.channels]));
+        [shaped(Some(dx), &x), Some(channels(dgamma)), Some(channels(dbeta))]
+    }
+}
+
+impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
+    fn channel_scale(x: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self> {
+        record::<_, C, 2>(
+            ChannelScale,
+            [x, s],
+            |[x, s]| {
+                let out = flex_channel_scale(x.clone(), &s);
+                ((x, s), out)
+            },
+            |[x, s]| flex_channel_scale(x, &s),
+        )
+    }
+
+    fn bn_inference(
+        _x: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        _var: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _eps: f64,
+        _silu: bool,
+    ) -> FloatTensor<Self> {
+        unreachable!("effnet_kernels::batch_norm_inference sends autodiff tensors to burn's op")
+    }
+
+    fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        record::<_, C, 2>(
+            Pointwise,
+            [x, weight],
+            |[x, w]| {
+                let out = pw_forward(&x, &w);
+                ((x, w), out)
+            },
+            |[x, w]| pw_forward(&x, &w),
+        )
+    }
+
+    fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // An untracked leaf: the statistics are constants to autodiff.
+        <Self as AutodiffBackend>::from_inner(flex_bn_stats(x.primitive().clone()))
+    }
+
+    fn bn_normalize(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let stats = contiguous(stats.into_primitive());
+        record::<_, C, 3>(
+            BatchNorm { eps },
+            [x, gamma, beta],
+            |[x, gamma, beta]| {
+                let out = flex_bn_normalize(&x, &stats, &gamma, &beta, eps);
+                ((x, stats.clone(), gamma), out)
+            },
+            |[x, gamma, beta]| flex_bn_normalize(&x, &stats, &gamma, &beta, eps),
+        )
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        record::<_, C, 1>(
+            Elementwise(simd::silu_backward),
+            [x],
+            |[x]| (x.clone(), map(x, simd::silu)),
+            |[x]| map(x, simd::silu),
+        )
+    }
+
+    fn sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        record::<_, C, 1>(
+            Elementwise(simd::sigmoid_backward),
+            [x],
+            |[x]| {
+                let out = map(x, simd::sigmoid);
+                (out.clone(), out)
+            },
+            |[x]| map(x, simd::sigmoid),
+        )
+    }
+
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        pad_top: usize,
+        pad_bottom: usize,
+        pad_left: usize,
+        pad_right: usize,
+    ) -> FloatTensor<Self> {
+        let pads = [(pad_top, pad_bottom), (pad_left, pad_right)];
+        record::<_, C, 2>(
+            Depthwise,
+            [x, weight],
+            |[x, w]| {
+                let g = geometry(&x, &w, stride, pads);
+                let out = depthwise_forward(&x, &w, &g);
+                ((x, w, g), out)
+            },
+            |[x, w]| depthwise_forward(&x, &w, &geometry(&x, &w, stride, pads)),
+        )
+    }
+}
