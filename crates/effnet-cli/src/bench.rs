@@ -46,7 +46,8 @@ pub struct BenchArgs {
     json: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
-    /// Eval only: bf16 or f16 casts the weights and the input (training runs in f32).
+    /// Eval: bf16 or f16 casts the weights and the input; train: mixed precision (f32 weights,
+    /// bf16/f16 convolutions, f16 with loss scaling).
     #[command(flatten)]
     precision: PrecisionArg,
 }
@@ -68,7 +69,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let precision = args.precision.resolve(None);
     if mode == BenchMode::Train {
-        check_training_precision(precision).map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?;
+        check_training_precision(precision, 1).map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?;
     }
     let kernels: effnet_model::KernelSelection = args.kernels.parse().map_err(|e| anyhow!("--kernels: {e}"))?;
     effnet_model::set_kernel_selection(kernels);

@@ -704,11 +704,12 @@ pub fn parse_device_list(s: &str) -> Result<Vec<DeviceSpec>, String> {
         .collect()
 }
 
-/// Numeric precision (bf16/f16: inference only).
+/// Numeric precision: of inference (weights and activations cast), and of training
+/// (mixed precision: f32 weights, bf16/f16 compute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
-    /// 32-bit floats (default; the only precision for training).
+    /// 32-bit floats (default).
     F32,
     /// bfloat16 weights and activations (inference).
     Bf16,

@@ -99,7 +99,7 @@ impl ConvBnAct {
     /// The generic path (autodiff, any backend and dtype); [`crate::EfficientNet`] decides when
     /// [`ConvBnAct::forward_fused`] runs instead.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = kernels::conv2d(&self.conv, x, |x| self.conv.forward(x));
+        let x = kernels::conv2d(&self.conv, x, |x| crate::mixed::conv2d(&self.conv, x));
         match self.act {
             Some(Activation::Swish) => self.bn.forward_silu(x),
             Some(a) => activate(a, self.bn.forward(x)),
@@ -145,8 +145,8 @@ impl SqueezeExcite {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let s = x.clone().mean_dim(2).mean_dim(3);
-        let s = activate(self.act, self.reduce.forward(s));
-        let s = kernels::sigmoid(self.expand.forward(s));
+        let s = activate(self.act, crate::mixed::conv2d(&self.reduce, s));
+        let s = kernels::sigmoid(crate::mixed::conv2d(&self.expand, s));
         kernels::channel_scale(x, s)
     }
 
@@ -178,6 +178,8 @@ impl DropPath {
         let keep = 1.0 - self.rate;
         let [b, _, _, _] = x.dims();
         let mask = Tensor::<4>::random([b, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
-        x * mask.div_scalar(keep)
+        // In the activations' dtype (bf16/f16 under autocast).
+        let mask = crate::mixed::cast_to(mask.div_scalar(keep), crate::mixed::dtype_of(&x));
+        x * mask
     }
 }

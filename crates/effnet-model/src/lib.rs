@@ -7,6 +7,7 @@ pub mod block;
 pub mod export;
 pub mod layers;
 mod load_checks;
+pub mod mixed;
 pub mod model;
 pub mod norm;
 pub mod params;

@@ -5,6 +5,7 @@ use crate::layers::{ConvBnAct, NormSpec};
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use effnet_config::{Architecture, Variant};
 
 /// burn-convention BatchNorm momentum equivalent to TensorFlow's 0.99.
@@ -21,6 +22,10 @@ pub struct EfficientNet {
     /// Block indices whose outputs are the stride 2/4/8/16/32 end-points.
     #[module(skip)]
     pub endpoints: Vec<usize>,
+    /// Mixed precision: the dtype convolutions and the classifier compute in (see
+    /// [`EfficientNet::set_autocast`]); `None`: the parameters' dtype.
+    #[module(skip)]
+    pub autocast: Option<FloatDType>,
 }
 
 /// Multi-scale features for detection and segmentation backbones.
@@ -69,18 +74,37 @@ impl EfficientNet {
             dropout: DropoutConfig::new(arch.dropout).init(),
             classifier: classifier(arch.head_channels, arch.num_classes, device),
             endpoints: arch.reduction_endpoints(),
+            autocast: None,
         }
     }
 
     /// Logits `[batch, num_classes]` for images `[batch, channels, height, width]` of any size.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let dtype = crate::mixed::dtype_of(&x);
         let (x, fused) = self.backbone(x, |_, _| {});
         // Dropout is the identity in inference, which is when the fused path applies.
         if fused {
             return crate::kernels::pool_linear(x, &self.classifier);
         }
         let pooled = x.mean_dim(2).mean_dim(3).flatten::<2>(1, 3);
-        self.classifier.forward(self.dropout.forward(pooled))
+        let logits = crate::mixed::linear(&self.classifier, self.dropout.forward(pooled));
+        // Under autocast the logits (and so the loss) are in the input's dtype again.
+        if self.autocast.is_some() { crate::mixed::cast_to(logits, dtype) } else { logits }
+    }
+
+    /// Mixed precision: convolutions and the classifier compute in `dtype` (bf16 or f16) on f32
+    /// parameters, BatchNorm in f32, logits come back in the input's dtype; `None` turns it off.
+    /// Gradients reach the f32 parameters through the casts (see `mixed.rs`).
+    pub fn set_autocast(&mut self, dtype: Option<FloatDType>) {
+        self.autocast = dtype.filter(|d| *d != FloatDType::F32);
+    }
+
+    /// The input in the autocast dtype, when autocast is on.
+    fn autocast_input(&self, x: Tensor<4>) -> Tensor<4> {
+        match self.autocast {
+            Some(dtype) => crate::mixed::cast_to(x, dtype),
+            None => x,
+        }
     }
 
     /// The head output before pooling: `[batch, head_channels, ⌈h/32⌉, ⌈w/32⌉]`.
@@ -104,6 +128,7 @@ impl EfficientNet {
     /// input ([`crate::kernels::fused_inference`]: f32 on Flex, no autodiff), every layer's
     /// generic `forward` otherwise.
     fn backbone(&self, x: Tensor<4>, mut tap: impl FnMut(usize, &Tensor<4>)) -> (Tensor<4>, bool) {
+        let x = self.autocast_input(x);
         let fused = crate::kernels::fused_inference(&x);
         let mut x = if fused { self.stem.forward_fused(x) } else { self.stem.forward(x) };
         for (i, b) in self.blocks.iter().enumerate() {

@@ -52,6 +52,13 @@ impl BatchNorm {
     }
 
     fn forward_then(&self, x: Tensor<4>, silu: bool) -> Tensor<4> {
+        // Autocast: bf16/f16 activations, f32 parameters. Statistics, normalisation and the
+        // affine map run in f32; the output goes back to the activations' dtype.
+        let dtype = crate::mixed::dtype_of(&x);
+        if dtype != crate::mixed::dtype_of(&self.gamma.val()) {
+            let y = self.forward_then(x.cast(crate::mixed::dtype_of(&self.gamma.val())), silu);
+            return y.cast(dtype);
+        }
         if x.device().is_autodiff() && self.training.is_enabled() {
             let y = self.forward_train(x);
             return if silu { crate::kernels::silu(y) } else { y };

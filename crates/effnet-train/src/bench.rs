@@ -6,7 +6,8 @@
 //! (momentum 0.9, no dampening, lr 0.01, as the peers) until the loss is on the host. Each timed
 //! step follows `warmup` untimed ones; the result is the median.
 
-use crate::precision::{cast_input, cast_module};
+use crate::loss_scale::{GROWTH_INTERVAL, INIT_SCALE, LossScaler};
+use crate::precision::{cast_input, cast_module, float_dtype};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -35,7 +36,7 @@ pub struct BenchSpec {
     pub mode: BenchMode,
     pub warmup: usize,
     pub runs: usize,
-    /// Eval: the dtype the weights and input are cast to (training is f32 only).
+    /// Eval: the dtype the weights and input are cast to; train: mixed precision's compute dtype.
     pub precision: Precision,
 }
 
@@ -78,6 +79,9 @@ pub fn run(spec: &BenchSpec, device: &Device, impl_name: &str) -> BenchResult {
         BenchMode::Train => {
             let device = device.clone().autodiff();
             let mut model = EfficientNet::new(&spec.arch, &device);
+            // bf16/f16: mixed precision on f32 parameters, as `effnet train` runs it.
+            model.set_autocast(Some(float_dtype(spec.precision)));
+            let scaler = (spec.precision == Precision::F16).then(|| LossScaler::new(INIT_SCALE, GROWTH_INTERVAL));
             let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
             let labels: Vec<i64> = (0..spec.batch).map(|i| (i * 7919 % spec.arch.num_classes) as i64).collect();
             let labels = Tensor::<1, Int>::from_ints(labels.as_slice(), &device);
@@ -87,7 +91,10 @@ pub fn run(spec: &BenchSpec, device: &Device, impl_name: &str) -> BenchResult {
             for _ in 0..steps {
                 let t = Instant::now();
                 let loss = loss_fn.forward(model.forward(x.clone()), labels.clone());
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let grads = match &scaler {
+                    Some(s) => s.backward(loss.clone(), &model),
+                    None => GradientsParams::from_grads(loss.backward(), &model),
+                };
                 model = optim.step(0.01, model, grads);
                 let value = loss.into_scalar::<f32>();
                 times.push(t.elapsed().as_secs_f64());

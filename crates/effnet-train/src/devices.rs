@@ -62,11 +62,20 @@ fn device(backend: BackendKind, spec: &DeviceSpec, only: bool) -> Result<Device,
         #[allow(deprecated)] // burn 0.22 deprecates ndarray in favour of flex; users may still ask for it.
         BackendKind::Ndarray => Ok(Device::ndarray()),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => Ok(Device::wgpu(gpu_kind(index, only))),
+        BackendKind::Wgpu => {
+            crate::fusion::configure()?;
+            Ok(Device::wgpu(gpu_kind(index, only)))
+        }
         #[cfg(feature = "vulkan")]
-        BackendKind::Vulkan => Ok(Device::vulkan(gpu_kind(index, only))),
+        BackendKind::Vulkan => {
+            crate::fusion::configure()?;
+            Ok(Device::vulkan(gpu_kind(index, only)))
+        }
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Ok(Device::cuda(index)),
+        BackendKind::Cuda => {
+            crate::fusion::configure()?;
+            Ok(Device::cuda(index))
+        }
         #[allow(unreachable_patterns)]
         other => Err(Invalid::new("runtime.backend", format!("\"{other}\""), missing_feature_message(other))),
     }

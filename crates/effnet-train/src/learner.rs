@@ -2,12 +2,15 @@
 
 use crate::data::ClassificationBatch;
 use crate::ema::{ema_copy, ema_decay_at, ema_update};
+use crate::loss_scale::{GROWTH_INTERVAL, INIT_SCALE, LossScaler};
+use crate::precision::float_dtype;
 use crate::regularization::drop_connect_rates;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use effnet_config::Precision;
 use effnet_model::EfficientNet;
 
 /// Settings of the step that are not weights.
@@ -27,6 +30,9 @@ pub struct StepSettings {
     /// the step uses the gradient of the mean loss over every image of the step (what the LR
     /// scaling by the global batch assumes). The reported loss is not divided.
     pub summed_gradients: usize,
+    /// `[runtime] precision`: bf16/f16 train with mixed precision (f32 master weights, see
+    /// `effnet_model::mixed`); f16 adds dynamic loss scaling.
+    pub precision: Precision,
 }
 
 /// What burn-train's learner holds: the live network and its exponential moving average.
@@ -41,6 +47,9 @@ pub struct TrainingModel {
     /// worker holds its own copy of the model and steps it once per global step.
     #[module(skip)]
     pub steps: usize,
+    /// f16 mixed precision's dynamic loss scale (None otherwise).
+    #[module(skip)]
+    pub scaler: Option<LossScaler>,
 }
 
 impl TrainingModel {
@@ -49,7 +58,10 @@ impl TrainingModel {
         // The EMA averages BatchNorm statistics too (as tensorflow/tpu and timm do), so it needs
         // its own: clones share burn's running state.
         let ema = settings.ema_decay.map(|_| ema_copy(&net).unshare_running_state());
-        let mut m = Self { net, ema, settings, steps: steps_done };
+        let mut net = net;
+        net.set_autocast(Some(float_dtype(settings.precision)));
+        let scaler = (settings.precision == Precision::F16).then(|| LossScaler::new(INIT_SCALE, GROWTH_INTERVAL));
+        let mut m = Self { net, ema, settings, steps: steps_done, scaler };
         m.apply_drop_connect(steps_done);
         m
     }
@@ -104,11 +116,15 @@ impl TrainStep for TrainingModel {
         let step = self.steps as u64;
         batch.images.device().seed(self.settings.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step));
         let out = self.forward_classification(batch);
-        let grads = match self.settings.summed_gradients {
-            0 | 1 => out.loss.backward(),
-            n => out.loss.clone().div_scalar(n as f64).backward(),
+        let loss = match self.settings.summed_gradients {
+            0 | 1 => out.loss.clone(),
+            n => out.loss.clone().div_scalar(n as f64),
         };
-        TrainOutput::new(self, grads, out)
+        let grads = match &self.scaler {
+            Some(scaler) => scaler.backward(loss, self),
+            None => GradientsParams::from_grads(loss.backward(), self),
+        };
+        TrainOutput { grads, item: out }
     }
 
     fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {

@@ -1,11 +1,14 @@
-//! `[runtime] precision` for inference: the network's float tensors (weights and BatchNorm
+//! `[runtime] precision`.
+//!
+//! Inference (`eval`, `forward`, `predict`): the network's float tensors (weights and BatchNorm
 //! running statistics) and its inputs are cast to bf16 or f16; logits are read back as f32.
 //!
-//! Training stays f32. burn 0.22.1 offers `Tensor::cast`, per-device default float dtypes and
-//! bf16/f16 kernels (flex computes bf16 convolutions through f32), but no mixed-precision
-//! training: no fp32 master weights, no autocast and no loss scaling. Training with bf16/f16
-//! parameters would drop every update smaller than the weight's precision (bf16 keeps 8
-//! significant bits), so a training run with another precision is refused.
+//! Training: mixed precision. burn 0.22.1 has no autocast, loss scaling or f32 master weights,
+//! but its autodiff differentiates through `Tensor::cast`, which is all effnet needs: the
+//! parameters and the optimizer state stay f32, convolutions and the classifier compute in
+//! bf16/f16 on weights cast at each use (`effnet_model::mixed`), BatchNorm and the loss in f32,
+//! and f16 adds dynamic loss scaling (`loss_scale.rs`). Training *with* bf16/f16 parameters
+//! would drop every update smaller than the weight's precision (bf16 keeps 8 significant bits).
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
@@ -44,15 +47,18 @@ pub fn cast_input<const D: usize>(x: Tensor<D>, precision: Precision) -> Tensor<
     x.cast(float_dtype(precision))
 }
 
-/// Training accepts only f32 (see the module documentation for why).
-pub fn check_training_precision(precision: Precision) -> Result<(), Invalid> {
+/// What training accepts: every precision on one device; f16's loss scaler keeps one scale per
+/// run, so f16 trains on one device (bf16 needs no scaler and runs on several).
+pub fn check_training_precision(precision: Precision, devices: usize) -> Result<(), Invalid> {
     match precision {
-        Precision::F32 => Ok(()),
-        p => Err(Invalid::new(
+        Precision::F16 if devices > 1 => Err(Invalid::new(
             "runtime.precision",
-            format!("\"{p}\""),
-            "training runs in f32 only: burn 0.22.1 has no mixed-precision training (no fp32 master weights, \
-             autocast or loss scaling); bf16/f16 apply to `effnet eval`, `forward` and `predict`",
+            "\"f16\"",
+            format!(
+                "f16 mixed precision trains on one device (its loss scale is per run), not {devices}; \
+                 use \"bf16\", or one device"
+            ),
         )),
+        _ => Ok(()),
     }
 }

@@ -144,7 +144,8 @@ pub fn train_with(
     prepare: &dyn Fn(EfficientNet) -> EfficientNet,
 ) -> Result<Summary, TrainError> {
     let cfg = &src.config;
-    crate::precision::check_training_precision(cfg.runtime.precision).map_err(|e| src.invalid(e))?;
+    crate::precision::check_training_precision(cfg.runtime.precision, cfg.runtime.devices.len())
+        .map_err(|e| src.invalid(e))?;
     // Locks the directory and checks a resumed config before anything in it is written.
     let (_lock, start_epoch) = crate::run_dir::begin(run_dir, cfg, resume)?;
     let resolved = crate::config_source::header(&src.file)
@@ -237,6 +238,7 @@ pub fn train_with(
         drop_connect_ramp: cfg.train.drop_connect_ramp,
         total_steps,
         summed_gradients: parallelism.summed_replicas(replicas) * cfg.train.grad_accumulation,
+        precision: cfg.runtime.precision,
     };
     if replicas > 1 {
         eprintln!(
@@ -417,5 +419,6 @@ pub(crate) fn settings_for_export() -> StepSettings {
         drop_connect_ramp: false,
         total_steps: 1,
         summed_gradients: 1,
+        precision: effnet_config::Precision::F32,
     }
 }

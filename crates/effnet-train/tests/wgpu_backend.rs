@@ -72,6 +72,8 @@ fn wgpu_matches_flex_forward_and_one_training_step() {
     // The same weights on wgpu, through a file (a fork would share BatchNorm state).
     let path = std::env::temp_dir().join(format!("effnet-wgpu-{}.bpk", std::process::id()));
     net.save_weights(&path).unwrap();
+    // `EFFNET_GPU_FUSION` (scripts/test.sh: off on lavapipe) as `effnet` applies it.
+    effnet_train::fusion::configure().unwrap();
     let gpu = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
     let mut net_gpu = EfficientNet::new(&arch, &gpu);
     net_gpu.load_weights(&path, &arch).unwrap();

@@ -1,0 +1,141 @@
+//! `effnet train`, `eval` and `predict` on burn's wgpu backend against the same commands on
+//! flex: the training loop's ops (AdamW, EMA, label smoothing, metrics, the loader's batches),
+//! not only one step. Without a GPU this runs on Mesa's
+//! lavapipe (Vulkan on the CPU); `scripts/test.sh` installs it. Built with `--features wgpu`.
+//!
+//! The run is made deterministic across backends: no dropout or drop-path (their masks come
+//! from each backend's own RNG), no augmentation, one loader worker (several deliver batches
+//! in arrival order). What is left differs only by float rounding (reduction order, fused
+//! kernels), which training amplifies a little every step.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Per-epoch losses (train and valid) of the wgpu run against the flex run, relative. Measured
+/// on lavapipe: see `TOLERANCES` in README "Backends and devices".
+const LOSS_REL_TOL: f64 = 2e-2;
+/// Predicted probabilities of the same weights on both backends (measured ≤ 1e-6).
+const PROB_TOL: f64 = 1e-4;
+
+fn effnet(args: &[&str]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(args)
+        // lavapipe compiles every kernel burn's fusion makes (minutes each step shape) and every
+        // autotune candidate: without fusion and with minimal autotuning the run takes seconds.
+        // `EFFNET_GPU_FUSION=default` in the environment runs the fused path instead.
+        .env("EFFNET_GPU_FUSION", std::env::var("EFFNET_GPU_FUSION").unwrap_or("off".into()))
+        .env("CUBECL_AUTOTUNE_LEVEL", std::env::var("CUBECL_AUTOTUNE_LEVEL").unwrap_or("minimal".into()))
+        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()))
+        .output()
+        .expect("run effnet");
+    assert!(o.status.success(), "effnet {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// (epoch, split) → loss, from a run's metrics.csv.
+fn losses(run: &Path) -> Vec<(String, f64)> {
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name} in {header:?}"));
+    let (epoch, split, loss) = (col("epoch"), col("split"), col("loss"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (format!("{} {}", f[epoch], f[split]), f[loss].parse().unwrap())
+        })
+        .collect()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap()
+}
+
+#[test]
+#[ignore = "minutes of kernel compilation on lavapipe; scripts/test_wgpu.sh runs it (--include-ignored)"]
+fn training_eval_and_predict_on_wgpu_follow_flex() {
+    let dir = std::env::temp_dir().join(format!("effnet-wgpu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tiny.toml");
+    // AdamW, EMA, label smoothing, a cosine schedule with warm-up and train-mode BatchNorm: the
+    // loop's ops, not only a forward/backward.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nvariant = \"custom\"\nwidth = 0.25\ndepth = 0.25\nresolution = 16\nnum_classes = 10\n\
+             dropout = 0.0\ndrop_connect_rate = 0.0\nbn_momentum = 0.9\n\
+             [data]\ndataset = \"cifar100\"\npath = \"{}\"\ncrop_fraction = 1.0\nnum_workers = 1\n\
+             [data.augment]\nrandom_resized_crop = false\nhflip = 0.0\n\
+             [train]\nepochs = 2\nbatch_size = 128\nseed = 7\nlabel_smoothing = 0.1\nema_decay = 0.9\n\
+             [optim]\nname = \"adamw\"\nlr = 0.003\nlr_batch_size = 128\nweight_decay = 0.01\n\
+             [schedule]\nname = \"cosine\"\nwarmup_epochs = 0.5\n",
+            repo().join("datasets/digits").display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let run = |backend: &str| {
+        let run = dir.join(format!("run-{backend}"));
+        let t = std::time::Instant::now();
+        effnet(&["train", "--config", cfg, "--run-dir", run.to_str().unwrap(), "--backend", backend]);
+        eprintln!("train on {backend}: {:.1?}", t.elapsed());
+        run
+    };
+    let (flex, gpu) = (run("flex"), run("wgpu"));
+    let (lf, lg) = (losses(&flex), losses(&gpu));
+    assert_eq!(lf.len(), 4, "{lf:?}");
+    assert_eq!(lf.iter().map(|r| &r.0).collect::<Vec<_>>(), lg.iter().map(|r| &r.0).collect::<Vec<_>>());
+    for ((what, f), (_, g)) in lf.iter().zip(&lg) {
+        let rel = (f - g).abs() / f.abs();
+        eprintln!("{what}: loss flex {f:.6}, wgpu {g:.6} (relative difference {rel:.1e})");
+        assert!(f.is_finite() && rel <= LOSS_REL_TOL, "{what}: flex {f} vs wgpu {g}");
+    }
+    // It learned something (a fresh 10-class network starts at ln 10 ≈ 2.30).
+    assert!(lg[3].1 < 2.0, "{lg:?}");
+
+    // The flex run's weights evaluated and used for prediction on both backends.
+    let ckpt = flex.to_str().unwrap();
+    let eval =
+        |backend: &str| json(&effnet(&["eval", "--config", cfg, "--checkpoint", ckpt, "--json", "--backend", backend]));
+    let (ef, eg) = (eval("flex"), eval("wgpu"));
+    eprintln!("eval top-1: flex {}, wgpu {}", ef["top1"], eg["top1"]);
+    assert_eq!(ef["images"], 359);
+    assert_eq!(ef["top1"], eg["top1"]);
+    assert!((ef["loss"].as_f64().unwrap() - eg["loss"].as_f64().unwrap()).abs() < 1e-4, "{ef} {eg}");
+
+    let image = dir.join("digit.png");
+    let img = image::RgbImage::from_fn(16, 16, |x, y| {
+        let v = if (5..11).contains(&x) && (2..14).contains(&y) && !(7..9).contains(&x) { 255 } else { 0 };
+        image::Rgb([v, v, v])
+    });
+    img.save(&image).unwrap();
+    let weights = flex.join("best.bpk");
+    let predict = |backend: &str| {
+        json(&effnet(&[
+            "predict",
+            "--config",
+            cfg,
+            "--weights",
+            weights.to_str().unwrap(),
+            "--json",
+            "--top",
+            "3",
+            "--backend",
+            backend,
+            image.to_str().unwrap(),
+        ]))
+    };
+    let (pf, pg) = (predict("flex"), predict("wgpu"));
+    let (tf, tg) = (&pf[0]["top"], &pg[0]["top"]);
+    assert_eq!(tf[0]["index"], tg[0]["index"], "{pf} {pg}");
+    for i in 0..3 {
+        let (a, b) = (tf[i]["prob"].as_f64().unwrap(), tg[i]["prob"].as_f64().unwrap());
+        assert!((a - b).abs() <= PROB_TOL, "{pf} {pg}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
