@@ -6,12 +6,16 @@ use image::RgbImage;
 use image::imageops::FilterType;
 use std::path::Path;
 
-/// ImageNet mean and standard deviation on the 0–1 pixel scale.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// ImageNet mean and standard deviation on the 0–1 pixel scale (effnet-config's, in f32).
+pub const IMAGENET_MEAN: [f32; 3] = to_f32(effnet_config::schema::IMAGENET_MEAN);
+pub const IMAGENET_STD: [f32; 3] = to_f32(effnet_config::schema::IMAGENET_STD);
 /// TF EfficientNet-Lite's `(x − 127) / 128` on 0–255 pixels, expressed on the 0–1 scale.
 pub const LITE_MEAN: [f32; 3] = [127.0 / 255.0; 3];
 pub const LITE_STD: [f32; 3] = [128.0 / 255.0; 3];
+
+const fn to_f32(v: [f64; 3]) -> [f32; 3] {
+    [v[0] as f32, v[1] as f32, v[2] as f32]
+}
 
 /// Resize the short side to `size / crop_fraction`, centre-crop `size × size`, normalise.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,6 +264,13 @@ mod tests {
             state ^= state << 17;
             image::Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
         })
+    }
+
+    #[test]
+    fn imagenet_statistics_are_the_configs_in_f32() {
+        // The same f32s as the literals would give: the cast from effnet-config's f64 rounds once.
+        assert_eq!(IMAGENET_MEAN, [0.485f32, 0.456, 0.406]);
+        assert_eq!(IMAGENET_STD, [0.229f32, 0.224, 0.225]);
     }
 
     #[test]
