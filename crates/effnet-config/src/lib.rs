@@ -7,6 +7,7 @@
 pub mod arch;
 pub mod blocks;
 pub mod error;
+pub mod head_init;
 pub mod scaling;
 pub mod schema;
 pub mod variant;
@@ -14,6 +15,7 @@ pub mod variant;
 pub use arch::{Activation, Architecture, BlockSpec, Padding, ScaleSpec, StageSpec};
 pub use blocks::{BlockArgs, BlockStringError, DEFAULT_BLOCKS, decode_blocks, default_blocks};
 pub use error::{ConfigError, Invalid};
+pub use head_init::{ClassifierInit, HeadInit};
 pub use scaling::{CompoundCoefficients, Scaling, round_filters, round_repeats};
 pub use schema::{
     AugmentConfig, BackendKind, DataConfig, DatasetKind, DeviceSpec, EffnetConfig, Interpolation, LabelKind,

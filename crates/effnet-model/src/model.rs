@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use effnet_config::{Architecture, Variant};
+use effnet_config::{Architecture, ClassifierInit, Variant};
 
 /// burn-convention BatchNorm momentum equivalent to TensorFlow's 0.99.
 pub const DEFAULT_BN_MOMENTUM: f64 = 0.01;
@@ -37,13 +37,21 @@ pub struct Features {
     pub head: Tensor<4>,
 }
 
-/// tensorflow/tpu's dense initializer: `U(±1/sqrt(num_classes))`, zero bias.
-fn classifier(features: usize, num_classes: usize, device: &Device) -> Linear {
-    let r = 1.0 / (num_classes as f64).sqrt();
-    let mut l = LinearConfig::new(features, num_classes)
-        .with_initializer(Initializer::Uniform { min: -r, max: r })
-        .init(device);
-    l.bias = Some(Initializer::Zeros.init([num_classes], device));
+/// A classifier initialised as `init` says: TF's dense init `U(±1/√classes)` with zero bias
+/// (tensorflow/tpu, for training from scratch), PyTorch `nn.Linear`'s `U(±1/√in_features)` for
+/// weight and bias (small logits: a new head on a pretrained backbone), or zeros.
+fn classifier(features: usize, num_classes: usize, init: ClassifierInit, device: &Device) -> Linear {
+    let uniform = |r: f64| Initializer::Uniform { min: -r, max: r };
+    let (weight, bias) = match init {
+        ClassifierInit::Tf => (uniform(1.0 / (num_classes as f64).sqrt()), Initializer::Zeros),
+        ClassifierInit::Torch => {
+            let r = 1.0 / (features as f64).sqrt();
+            (uniform(r), uniform(r))
+        }
+        ClassifierInit::Zeros => (Initializer::Zeros, Initializer::Zeros),
+    };
+    let mut l = LinearConfig::new(features, num_classes).with_initializer(weight).init(device);
+    l.bias = Some(bias.init([num_classes], device));
     l
 }
 
@@ -72,7 +80,7 @@ impl EfficientNet {
             blocks,
             head: ConvBnAct::new(last, arch.head_channels, 1, 1, 1, pad, norm, act, device),
             dropout: DropoutConfig::new(arch.dropout).init(),
-            classifier: classifier(arch.head_channels, arch.num_classes, device),
+            classifier: classifier(arch.head_channels, arch.num_classes, ClassifierInit::Tf, device),
             endpoints: arch.reduction_endpoints(),
             autocast: None,
         }
@@ -164,10 +172,10 @@ impl EfficientNet {
     }
 
     /// Replaces the classifier with a freshly initialised one for `num_classes`, keeping the
-    /// backbone (fine-tuning on a new dataset).
-    pub fn with_num_classes(mut self, num_classes: usize, device: &Device) -> Self {
+    /// backbone (fine-tuning on a new dataset), initialised as `init` says.
+    pub fn with_num_classes(mut self, num_classes: usize, init: ClassifierInit, device: &Device) -> Self {
         let features = self.classifier.weight.dims()[0];
-        self.classifier = classifier(features, num_classes, device);
+        self.classifier = classifier(features, num_classes, init, device);
         self
     }
 

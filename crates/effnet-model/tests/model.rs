@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use effnet_config::{Architecture, ModelConfig, Padding, Variant};
+use effnet_config::{Architecture, ClassifierInit, ModelConfig, Padding, Variant};
 use effnet_model::{EfficientNet, trainable_params};
 
 fn cpu() -> Device {
@@ -149,11 +149,47 @@ fn tf_weight_init() {
 fn head_replacement_keeps_the_backbone() {
     let m = EfficientNet::new(&tiny_arch(1000), &cpu());
     let stem_before = m.stem.conv.weight.val();
-    let m = m.with_num_classes(10, &cpu());
+    let m = m.with_num_classes(10, ClassifierInit::Tf, &cpu());
     assert_eq!(m.num_classes(), 10);
     assert_eq!(m.classifier.weight.dims(), [320, 10]);
     assert_eq!((m.stem.conv.weight.val() - stem_before).abs().max().into_scalar::<f32>(), 0.0);
     assert_eq!(m.valid().forward(Tensor::random([2, 3, 32, 32], Distribution::Default, &cpu())).dims(), [2, 10]);
+}
+
+fn values(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// (max |w|, max |b|) of a fresh 10-class head on the 320-feature tiny net.
+fn head_extremes(init: ClassifierInit) -> (f32, f32) {
+    let m = EfficientNet::new(&tiny_arch(1000), &cpu()).with_num_classes(10, init, &cpu());
+    assert_eq!(m.classifier.weight.dims(), [320, 10]);
+    let w = values(m.classifier.weight.val().flatten(0, 1));
+    let b = values(m.classifier.bias.as_ref().unwrap().val());
+    let max = |v: &[f32]| v.iter().map(|x| x.abs()).fold(0.0, f32::max);
+    (max(&w), max(&b))
+}
+
+#[test]
+fn head_init_tf_is_uniform_over_one_over_sqrt_classes_with_zero_bias() {
+    let (w, b) = head_extremes(ClassifierInit::Tf);
+    let bound = 1.0 / 10f32.sqrt();
+    assert!(w <= bound && w > 0.9 * bound, "max |w| = {w}, bound {bound}");
+    assert_eq!(b, 0.0);
+}
+
+#[test]
+fn head_init_torch_is_uniform_over_one_over_sqrt_features_for_weight_and_bias() {
+    let (w, b) = head_extremes(ClassifierInit::Torch);
+    let bound = 1.0 / 320f32.sqrt();
+    assert!(w <= bound && w > 0.9 * bound, "max |w| = {w}, bound {bound}");
+    // 10 bias draws: all inside the bound and not all zero.
+    assert!(b <= bound && b > 0.0, "max |b| = {b}, bound {bound}");
+}
+
+#[test]
+fn head_init_zeros_is_all_zero() {
+    assert_eq!(head_extremes(ClassifierInit::Zeros), (0.0, 0.0));
 }
 
 #[test]

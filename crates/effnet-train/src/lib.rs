@@ -13,6 +13,7 @@ pub mod devices;
 pub mod ema;
 pub mod evaluate;
 pub mod fusion;
+pub mod init;
 pub mod learner;
 pub mod loss_scale;
 pub mod optim;

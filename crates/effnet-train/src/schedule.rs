@@ -40,6 +40,17 @@ impl Schedule {
         }
     }
 
+    /// The same schedule with every LR multiplied by `factor` (`lr_at` is linear in the peak,
+    /// warm-up and minimum LRs).
+    pub fn scaled(&self, factor: f64) -> Self {
+        Self {
+            peak_lr: self.peak_lr * factor,
+            warmup_lr: self.warmup_lr * factor,
+            min_lr: self.min_lr * factor,
+            ..self.clone()
+        }
+    }
+
     /// The learning rate of optimizer step `step` (0-based).
     pub fn lr_at(&self, step: usize) -> f64 {
         if step < self.warmup_steps {

@@ -15,7 +15,7 @@ use crate::build_model;
 use crate::data::{self, OpenedDataset};
 use crate::devices::{self, Parallelism};
 use crate::learner::{StepSettings, TrainingModel};
-use crate::optim::{build_optimizer, scaled_lr};
+use crate::optim::{build_optimizer, lr_scheduler, scaled_lr};
 use crate::progress::{EpochRow, Progress, RunLog};
 use crate::schedule::Schedule;
 use crate::watchdog::Watchdog;
@@ -218,18 +218,10 @@ pub fn train_with(
     let steps_per_epoch = devices::steps_per_epoch(train_len, batch, replicas, cfg.train.grad_accumulation);
     let total_steps = steps_per_epoch * cfg.train.epochs;
 
-    let mut net: EfficientNet = build_model(cfg, &ad).map_err(|e| src.invalid(e))?;
-    if let Some(w) = &cfg.train.init_weights
-        && start_epoch == 0
-    {
-        let path = src.resolve(w);
-        let report = net.load_weights(&path, &arch)?;
-        eprintln!("initialised from {} ({} tensors, {} layout)", path.display(), report.applied, report.layout);
-        report.notes.iter().for_each(|n| eprintln!("{n}"));
-        if let Some((from, to)) = report.classifier_reset {
-            eprintln!("note: new {to}-class classifier (the checkpoint has {from} classes)");
-        }
-    }
+    let net: EfficientNet = build_model(cfg, &ad).map_err(|e| src.invalid(e))?;
+    // A resumed run takes every weight from its checkpoint instead.
+    let init_weights = cfg.train.init_weights.as_ref().filter(|_| start_epoch == 0).map(|w| src.resolve(w));
+    let net = crate::init::init_network(net, &arch, init_weights.as_deref(), cfg.train.head_init, &ad)?;
     let settings = StepSettings {
         label_smoothing: cfg.train.label_smoothing,
         seed: cfg.train.seed,
@@ -293,7 +285,8 @@ pub fn train_with(
         let model_net = prepare(model_net);
         let model = TrainingModel::new(model_net, settings.clone(), steps_done);
         let schedule = Schedule::new(&cfg.schedule, peak_lr, cfg.train.epochs, steps_per_epoch);
-        let learner = Learner::new(model, build_optimizer(&cfg.optim, cfg.train.grad_clip_norm), schedule);
+        let optim = build_optimizer(&cfg.optim, cfg.train.grad_clip_norm);
+        let learner = Learner::new(model, optim, lr_scheduler(schedule, cfg.optim.backbone_lr_scale));
         let (train_loader, epochs) = data::train_loader_split(
             &ds,
             &cfg.data,

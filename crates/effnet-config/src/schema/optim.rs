@@ -32,6 +32,8 @@ pub struct OptimConfig {
     pub eps: f64,
     /// AdamW β1, β2.
     pub betas: [f64; 2],
+    /// The LR of every parameter but the classifier is multiplied by this (1 = off).
+    pub backbone_lr_scale: f64,
 }
 
 impl Default for OptimConfig {
@@ -46,6 +48,7 @@ impl Default for OptimConfig {
             decay: 0.9,
             eps: 1e-3,
             betas: [0.9, 0.999],
+            backbone_lr_scale: 1.0,
         }
     }
 }
@@ -61,6 +64,7 @@ impl OptimConfig {
         in_range_f64("optim.eps", self.eps, 1e-12, 1.0)?;
         probability("optim.betas[0]", self.betas[0], false)?;
         probability("optim.betas[1]", self.betas[1], false)?;
+        in_range_f64("optim.backbone_lr_scale", self.backbone_lr_scale, 0.0, 1e6)?;
         if self.nesterov && self.name == OptimizerKind::Sgd && self.momentum == 0.0 {
             return Err(Invalid::new("optim.nesterov", true, "Nesterov needs optim.momentum > 0"));
         }

@@ -25,6 +25,9 @@ pub struct TrainConfig {
     pub init_weights: Option<String>,
     /// Keep the backbone frozen for this many epochs (fine-tuning).
     pub freeze_backbone_epochs: usize,
+    /// Init of a fresh classifier (see [`crate::HeadInit`]); `auto`: tf from scratch, torch
+    /// for a new head over `init_weights`.
+    pub head_init: crate::HeadInit,
     /// Log every N steps when not on a terminal.
     pub log_every: usize,
 }
@@ -42,6 +45,7 @@ impl Default for TrainConfig {
             drop_connect_ramp: false,
             init_weights: None,
             freeze_backbone_epochs: 0,
+            head_init: crate::HeadInit::Auto,
             log_every: 50,
         }
     }

@@ -1,21 +1,28 @@
 //! Optimizers from `[optim]`: TF RMSProp, SGD (Nesterov), AdamW; weight decay that skips
-//! BatchNorm and bias parameters; gradient clipping; LR scaled with the batch size.
+//! BatchNorm and bias parameters; gradient clipping; LR scaled with the batch size; a separate
+//! LR scale for the backbone (`optim.backbone_lr_scale`).
 
 mod rmsprop_tf;
 
 pub use rmsprop_tf::{RmsPropTf, RmsPropTfState};
 
 use burn::grad_clipping::GradientClipping;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::module::ParamGroup;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use effnet_config::{OptimConfig, OptimizerKind};
 
+use crate::schedule::Schedule;
+
 /// Parameters that get no weight decay: BatchNorm γ/β and every bias (TF's recipe excludes
 /// `batch_normalization` variables; timm excludes 1-D parameters). Paths are effnet's module
 /// paths, e.g. `blocks.3.expand.bn.gamma` and `classifier.bias`.
 pub const NO_DECAY_PATTERN: &str = r"(\.bn\.(gamma|beta)|\.bias)$";
+
+/// The classifier's parameters; every other one is the backbone's.
+pub const CLASSIFIER_PATTERN: &str = r"^classifier\.";
 
 /// Peak learning rate: `lr` is quoted per `lr_batch_size` images (paper: 0.016 per 256).
 pub fn scaled_lr(cfg: &OptimConfig, global_batch: usize) -> f64 {
@@ -68,4 +75,16 @@ pub fn build_optimizer(cfg: &OptimConfig, grad_clip_norm: Option<f64>) -> Module
         };
     }
     optim
+}
+
+/// The LR schedule of every parameter: `schedule` for the classifier, `schedule` scaled by
+/// `backbone_lr_scale` for the rest (burn's per-group LR: the last matching group wins).
+/// A scale of 1 keeps a single group, so checkpoints stay as they were.
+pub fn lr_scheduler(schedule: Schedule, backbone_lr_scale: f64) -> ModuleLrScheduler {
+    if backbone_lr_scale == 1.0 {
+        return ModuleLrScheduler::new(schedule);
+    }
+    let classifier = ParamGroup::from_regex(CLASSIFIER_PATTERN).expect("valid classifier pattern");
+    let backbone = schedule.scaled(backbone_lr_scale);
+    ModuleLrScheduler::new(schedule).with_group(ParamGroup::all().exclude(classifier), backbone)
 }
