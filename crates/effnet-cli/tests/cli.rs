@@ -1,59 +1,10 @@
 //! The `effnet` binary end to end: exit codes, JSON shapes, error messages, parity through the CLI.
 
+mod support;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet")).args(args).output().expect("run effnet")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fixtures() -> PathBuf {
-    repo().join("crates/effnet-model/tests/fixtures")
-}
-
-/// A scratch directory in the temp dir, removed when dropped (also when the test fails).
-struct TmpDir(PathBuf);
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmp_dir(name: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("effnet-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
-}
-
-/// A failed command: exit code 1, a one-line `error:` message, no panic.
-fn assert_clean_failure(o: &Output) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
-    err
-}
+use std::path::Path;
+use support::{assert_error_first as assert_clean_failure, effnet, fixtures, repo, stderr, stdout, tmp_dir};
 
 #[test]
 fn help_lists_the_subcommands() {

@@ -2,26 +2,12 @@
 //! directory, paths that are files, corrupt images with `skip_corrupt`, a run that stopped before
 //! its end-of-run files. Each ends in success or one `error:` line naming the path or key.
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet"))
-        .args(args)
-        // Without it a Vulkan loader probed by the wgpu build prints its own `error:` lines.
-        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()))
-        .output()
-        .expect("run effnet")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::Output;
+use support::{effnet, stderr, stdout, tmp_dir};
 
 /// A failed command: exit code 1, no panic, and one `error:` line, the last (warnings and
 /// progress lines may precede it); returns that line.
@@ -32,29 +18,6 @@ fn assert_clean_failure(o: &Output) -> String {
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert!(errors.len() == 1 && err.trim_end().ends_with(errors[0]), "{err}");
     errors[0].to_string()
-}
-
-/// A scratch directory, removed when dropped.
-struct TmpDir(PathBuf);
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmp_dir(name: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("effnet-reliability-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
 }
 
 /// `root/{train,valid}/{a,b}/<n>.png`, 8×8 images (4 training and 2 validation per class);

@@ -1,39 +1,11 @@
 //! A trained run directory as the model of `predict`, `eval` and `forward` (`--run DIR`): its
 //! config, its weights and the class names recorded in `classes.txt`.
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet")).args(args).output().expect("run effnet")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failed command: exit code 1, a one-line `error:` message, no panic.
-fn assert_clean_failure(o: &Output) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-/// A scratch directory, removed when dropped.
-struct TmpDir(PathBuf);
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::{TmpDir, assert_one_line_failure as assert_clean_failure, effnet, stderr, stdout};
 
 const CLASSES: [&str; 5] = ["apple", "banana", "cherry", "damson", "elder"];
 

@@ -1,5 +1,6 @@
-//! Shared by the robustness tests: running the binary, scratch directories, and the hostile or
-//! unusual files they feed it (weights in other precisions, legacy `.pth`, odd `.npy` headers).
+//! Shared by the CLI tests: running the binary, scratch directories, failure checks, and the
+//! hostile or unusual files the robustness tests feed it (weights in other precisions, legacy
+//! `.pth`, odd `.npy` headers).
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
@@ -8,7 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet")).args(args).output().expect("run effnet")
+    Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(args)
+        // Without it a Vulkan loader probed by the wgpu build prints its own `error:` lines.
+        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()))
+        .output()
+        .expect("run effnet")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -28,7 +34,7 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// A scratch directory in the temp dir, removed when dropped (also when the test fails).
-pub struct TmpDir(PathBuf);
+pub struct TmpDir(pub PathBuf);
 
 impl std::ops::Deref for TmpDir {
     type Target = Path;
@@ -48,6 +54,25 @@ pub fn tmp_dir(name: &str) -> TmpDir {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     TmpDir(d)
+}
+
+/// A failed command: exit code 1, stderr starting with the `error:` line (an error may list
+/// details on the lines after it), no panic.
+pub fn assert_error_first(o: &Output) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    err
+}
+
+/// A failed command: exit code 1, the whole of stderr one `error:` line, no panic.
+pub fn assert_one_line_failure(o: &Output) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "{err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    err
 }
 
 /// A failed command: exit code 1, `error:` lines only after whatever notes came first, no panic.
