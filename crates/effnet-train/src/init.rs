@@ -25,8 +25,9 @@ pub fn init_network(
             return Ok(net); // the checkpoint's classifier fits: nothing is fresh
         };
         over_pretrained = true;
-        let init = head_init.resolve(true);
-        eprintln!("note: new {to}-class classifier, {init:?} init (the checkpoint has {from} classes)");
+        // `tf`, `torch` or `zeros`, as train.head_init spells them.
+        let init = format!("{:?}", head_init.resolve(true)).to_lowercase();
+        eprintln!("note: new {to}-class classifier, {init} init (the checkpoint has {from} classes)");
     }
     let init = head_init.resolve(over_pretrained);
     if init != ClassifierInit::Tf {
