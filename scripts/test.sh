@@ -15,7 +15,7 @@ scripts/install_onnxruntime.sh
 # wgpu: the best adapter (lavapipe without a GPU); Mesa keeps its shader cache in
 # ~/.cache/mesa_shader_cache between runs. lavapipe compiles every kernel and every autotune
 # candidate on the CPU: burn's fusion off (each fused kernel set costs minutes more there) and
-# minimal autotuning keep the wgpu one-step test to a few minutes. `EFFNET_GPU_FUSION=default
+# minimal autotuning keep the two wgpu tests to about 4-5 minutes each. `EFFNET_GPU_FUSION=default
 # scripts/test.sh` runs them fused, as on a GPU (README "Backends and devices").
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"

@@ -11,4 +11,4 @@ scripts/install_lavapipe.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
 export EFFNET_GPU_FUSION="${EFFNET_GPU_FUSION:-default}"
-cargo test --workspace --features "$EFFNET_FEATURES" --test wgpu_backend --test wgpu -- --nocapture --include-ignored
+cargo test --workspace --features "$EFFNET_FEATURES" --test wgpu_backend --test wgpu -- --nocapture
