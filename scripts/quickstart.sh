@@ -5,8 +5,11 @@
 # the build is shared with the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -p effnet-cli
-effnet=./target/debug/effnet
+# The same feature set and target directory as scripts/test.sh (scripts/cargo_env.sh): burn is
+# built once for both commands.
+source scripts/cargo_env.sh
+cargo build --workspace --features "$EFFNET_FEATURES" --bin effnet
+effnet="$CARGO_TARGET_DIR/debug/effnet"
 $effnet data check --dataset cifar100 --path datasets/digits
 rm -rf runs/quickstart
 $effnet train --config configs/quickstart.toml --run-dir runs/quickstart
