@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow};
 use clap::{Args, ValueEnum};
 use effnet_config::{Architecture, BackendKind, Precision, Variant};
 use effnet_train::bench::{self, BenchMode, BenchSpec};
-use effnet_train::precision::check_training_precision;
+use effnet_train::precision::{check_backend_precision, check_training_precision};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Mode {
@@ -68,9 +68,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Mode::Train => BenchMode::Train,
     };
     let precision = args.precision.resolve(None);
-    if mode == BenchMode::Train {
-        check_training_precision(precision, 1).map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?;
-    }
+    let backend = args.runtime.backend.unwrap_or(BackendKind::Flex);
+    let checked = match mode {
+        BenchMode::Train => check_training_precision(precision, backend, 1),
+        BenchMode::Eval => check_backend_precision(backend, precision),
+    };
+    checked.map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?;
     let kernels: effnet_model::KernelSelection = args.kernels.parse().map_err(|e| anyhow!("--kernels: {e}"))?;
     effnet_model::set_kernel_selection(kernels);
     let device = args.runtime.device(None)?;

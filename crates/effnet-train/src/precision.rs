@@ -13,7 +13,7 @@
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use effnet_config::{Invalid, Precision};
+use effnet_config::{BackendKind, Invalid, Precision};
 
 /// burn's float dtype for `precision`.
 pub fn float_dtype(precision: Precision) -> FloatDType {
@@ -47,9 +47,25 @@ pub fn cast_input<const D: usize>(x: Tensor<D>, precision: Precision) -> Tensor<
     x.cast(float_dtype(precision))
 }
 
+/// Whether `backend` computes in `precision`. burn's wgpu backend has no bf16: cubecl-wgpu
+/// 0.11.3's WGSL compiler panics on its device thread (`UnsupportedType("cube.bf16")`), and a
+/// training run then went on to its end with chance-level losses instead of failing.
+pub fn check_backend_precision(backend: BackendKind, precision: Precision) -> Result<(), Invalid> {
+    match (backend, precision) {
+        (BackendKind::Wgpu, Precision::Bf16) => Err(Invalid::new(
+            "runtime.precision",
+            "\"bf16\"",
+            "burn's wgpu backend has no bf16 (cubecl-wgpu 0.11.3 cannot compile it to WGSL); use \"f16\" or \"f32\"",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What training accepts: every precision on one device; f16's loss scaler keeps one scale per
-/// run, so f16 trains on one device (bf16 needs no scaler and runs on several).
-pub fn check_training_precision(precision: Precision, devices: usize) -> Result<(), Invalid> {
+/// run, so f16 trains on one device (bf16 needs no scaler and runs on several); and what the
+/// backend computes in ([`check_backend_precision`]).
+pub fn check_training_precision(precision: Precision, backend: BackendKind, devices: usize) -> Result<(), Invalid> {
+    check_backend_precision(backend, precision)?;
     match precision {
         Precision::F16 if devices > 1 => Err(Invalid::new(
             "runtime.precision",

@@ -144,7 +144,7 @@ pub fn train_with(
     prepare: &dyn Fn(EfficientNet) -> EfficientNet,
 ) -> Result<Summary, TrainError> {
     let cfg = &src.config;
-    crate::precision::check_training_precision(cfg.runtime.precision, cfg.runtime.devices.len())
+    crate::precision::check_training_precision(cfg.runtime.precision, cfg.runtime.backend, cfg.runtime.devices.len())
         .map_err(|e| src.invalid(e))?;
     // Locks the directory and checks a resumed config before anything in it is written.
     let (_lock, start_epoch) = crate::run_dir::begin(run_dir, cfg, resume)?;

@@ -188,3 +188,18 @@ fn f16_loss_scaler_skips_an_overflowing_step() {
     assert!(!scaler.backward(loss_of(&net), &net).is_empty());
     assert_eq!(scaler.state().scale, 2.0 * before);
 }
+
+/// bf16 on wgpu is refused before anything runs (cubecl-wgpu cannot compile bf16; a run went on
+/// with chance-level losses); f16 on wgpu, and bf16 elsewhere, are accepted.
+#[test]
+fn bf16_on_wgpu_is_refused_naming_the_reason() {
+    use effnet_config::BackendKind;
+    use effnet_train::precision::{check_backend_precision, check_training_precision};
+    let e = check_training_precision(Precision::Bf16, BackendKind::Wgpu, 1).unwrap_err();
+    assert_eq!(e.key, "runtime.precision");
+    assert!(e.reason.contains("no bf16"), "{}", e.reason);
+    assert!(check_backend_precision(BackendKind::Wgpu, Precision::Bf16).is_err());
+    assert!(check_training_precision(Precision::F16, BackendKind::Wgpu, 1).is_ok());
+    assert!(check_training_precision(Precision::Bf16, BackendKind::Flex, 2).is_ok());
+    assert!(check_training_precision(Precision::F16, BackendKind::Flex, 2).is_err());
+}
