@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks a session with a lent NVIDIA GPU should run first, in one go (device time is short):
 # `effnet train --backend wgpu` end to end on the digits data (the quickstart recipe, 3 epochs) in
-# f32 and in f16/bf16 mixed precision, `eval` on wgpu, then scripts/bench_gpu.sh's rows.
+# f32 and in f16 mixed precision, `eval` on wgpu, then scripts/bench_gpu.sh's rows.
 #
 #   scripts/gpu_check.sh EFFNET OUTDIR
 #
