@@ -1,11 +1,12 @@
 //! `effnet bench`: images/s and peak memory of one model at one shape.
 
+use crate::runtime_args::checked_precision;
 use crate::runtime_args::{PrecisionArg, RuntimeArgs};
 use anyhow::{Result, anyhow};
 use clap::{Args, ValueEnum};
 use effnet_config::{Architecture, BackendKind, Precision, Variant};
 use effnet_train::bench::{self, BenchMode, BenchSpec};
-use effnet_train::precision::{check_backend_precision, check_training_precision};
+use effnet_train::precision::check_training_precision;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Mode {
@@ -69,11 +70,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let precision = args.precision.resolve(None);
     let backend = args.runtime.backend.unwrap_or(BackendKind::Flex);
-    let checked = match mode {
-        BenchMode::Train => check_training_precision(precision, backend, 1),
-        BenchMode::Eval => check_backend_precision(backend, precision),
+    match mode {
+        BenchMode::Train => check_training_precision(precision, backend, 1)
+            .map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?,
+        BenchMode::Eval => checked_precision(precision, backend).map(|_| ())?,
     };
-    checked.map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?;
     let kernels: effnet_model::KernelSelection = args.kernels.parse().map_err(|e| anyhow!("--kernels: {e}"))?;
     effnet_model::set_kernel_selection(kernels);
     let device = args.runtime.device(None)?;

@@ -3,7 +3,7 @@
 use anyhow::{Result, anyhow};
 use burn::prelude::Device;
 use clap::{Args, ValueEnum};
-use effnet_config::{Architecture, EffnetConfig, Padding, Variant};
+use effnet_config::{Architecture, BackendKind, EffnetConfig, Padding, Variant};
 use effnet_model::{EfficientNet, LoadReport, WeightLayout, inspect};
 use std::path::PathBuf;
 
@@ -87,13 +87,12 @@ impl ModelArgs {
         self.runtime.device(self.config.as_deref())
     }
 
-    /// `--precision`, else the `--config`'s `[runtime] precision`, else f32.
+    /// `--precision`, else the `--config`'s `[runtime] precision`, else f32; refused where the
+    /// backend (`--backend`, else the config's) cannot compute in it.
     pub fn precision(&self) -> Result<effnet_config::Precision> {
-        let cfg = match (&self.precision.precision, &self.config) {
-            (None, Some(path)) => Some(EffnetConfig::load(path)?),
-            _ => None,
-        };
-        Ok(self.precision.resolve(cfg.as_ref()))
+        let cfg = self.config.as_deref().map(EffnetConfig::load).transpose()?;
+        let backend = self.runtime.backend.or(cfg.as_ref().map(|c| c.runtime.backend)).unwrap_or(BackendKind::Flex);
+        crate::runtime_args::checked_precision(self.precision.resolve(cfg.as_ref()), backend)
     }
 
     /// Resolves the architecture and loads the weights, reporting what was decided on stderr.

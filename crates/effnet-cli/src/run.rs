@@ -20,6 +20,7 @@ const MAX_RESOLUTION: usize = 4096;
 /// a time: the input is read and the logits written block by block.
 pub fn forward(model_args: &ModelArgs, input: &Path, output: &Path) -> Result<()> {
     let device = model_args.device()?;
+    let precision = model_args.precision()?;
     let mut npy = npy::NpyInput::open_f32(input)?;
     let shape = npy.shape.clone();
     if shape.len() != 4 {
@@ -32,7 +33,6 @@ pub fn forward(model_args: &ModelArgs, input: &Path, output: &Path) -> Result<()
     if shape[1] != model.stem.conv.weight.dims()[1] {
         bail!("{}: {} channels; the model takes {}", input.display(), shape[1], model.stem.conv.weight.dims()[1]);
     }
-    let precision = model_args.precision()?;
     let model = cast_module(model.valid(), precision);
     let (n, classes) = (shape[0], model.num_classes());
     let mut out = npy::NpyOutput::create(output, &[n, classes])?;

@@ -115,3 +115,11 @@ impl PrecisionArg {
         self.precision.or(config.map(|c| c.runtime.precision)).unwrap_or(Precision::F32)
     }
 }
+
+/// `precision` if `backend` computes in it (bf16 on wgpu is refused, see
+/// `effnet_train::precision::check_backend_precision`), as a one-line error otherwise.
+pub fn checked_precision(precision: Precision, backend: BackendKind) -> anyhow::Result<Precision> {
+    effnet_train::precision::check_backend_precision(backend, precision)
+        .map_err(|e| anyhow::anyhow!("--precision {}: {}", e.value, e.reason))?;
+    Ok(precision)
+}

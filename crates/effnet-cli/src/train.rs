@@ -109,7 +109,7 @@ pub fn run_eval(
     let ds = effnet_train::data::open_dataset(&cfg.data, &src.base_dir())?;
     let split = ds.test();
     let size = cfg.data.image_size.unwrap_or(arch.resolution);
-    let precision = precision.resolve(Some(cfg));
+    let precision = crate::runtime_args::checked_precision(precision.resolve(Some(cfg)), cfg.runtime.backend)?;
     if ds.num_classes > arch.num_classes {
         bail!(
             "{}: model.num_classes = {}, but the dataset at {:?} has {} classes",

@@ -413,6 +413,19 @@ fn bench_takes_precision_for_eval_and_a_backend() {
     assert_eq!(j["impl"].as_str(), Some("effnet[bf16]"));
     assert!(j["images_per_sec"].as_f64().unwrap() > 0.0);
 
+    // bf16 on wgpu is refused before anything runs (cubecl-wgpu has no bf16), in bench and in
+    // forward alike.
+    if cfg!(feature = "wgpu") {
+        let err = assert_clean_failure(&with(&["--mode", "eval", "--precision", "bf16", "--backend", "wgpu"]));
+        assert!(err.contains("--precision \"bf16\"") && err.contains("no bf16"), "{err}");
+        let dir = tmp_dir("bf16-wgpu");
+        let args = ["forward", "--variant", "b0", "--weights", "w.pth", "--precision", "bf16", "--backend", "wgpu"];
+        let out = dir.join("y.npy");
+        let io = ["--input", "x.npy", "--output", out.to_str().unwrap()];
+        let err = assert_clean_failure(&effnet(&[&args[..], &io[..]].concat()));
+        assert!(err.contains("no bf16"), "{err}");
+    }
+
     // Training in f16: mixed precision with loss scaling.
     let out = with(&["--mode", "train", "--precision", "f16", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
