@@ -2,8 +2,8 @@
 
 use anyhow::{Result, bail};
 use burn::prelude::Device;
-use effnet_config::{DataConfig, DatasetKind, EffnetConfig, LabelKind};
-use effnet_train::data::{OpenedDataset, kind_name, open_dataset, train_loader};
+use effnet_config::{Architecture, DataConfig, DatasetKind, EffnetConfig, LabelKind, Variant};
+use effnet_train::data::{LoaderSpec, OpenedDataset, kind_name, open_dataset};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -143,14 +143,19 @@ pub fn bench(
     }
     let cfg = cfg.unwrap_or_default();
     let ds = open(&data, &base)?;
-    let size = match image_size.or(data.image_size) {
-        Some(s) => s,
-        // A loaded config is validated, so its architecture resolves.
-        None => cfg.model.architecture().map(|a| a.resolution).unwrap_or(224),
-    };
+    // A loaded config is validated, so its architecture resolves; without one: B0's.
+    let arch = cfg.model.architecture().unwrap_or_else(|_| Architecture::variant(Variant::B0));
+    let size = image_size.or(data.image_size).unwrap_or(arch.resolution);
     let batch_size = batch_size.unwrap_or(cfg.train.batch_size);
     let device = Device::flex();
-    let loader = train_loader(&ds, &data, size, batch_size, cfg.train.seed, &device);
+    let spec = LoaderSpec {
+        normalization: data.normalization(arch.family),
+        data: data.clone(),
+        image_size: size,
+        batch_size,
+        seed: cfg.train.seed,
+    };
+    let (loader, _) = spec.train(&ds, &device);
     if !json {
         println!(
             "train loader: {} images of {}, {size}×{size}, batch {batch_size}, {} workers, randaugment n={} m={}, mixup α={}, cutmix α={}",

@@ -5,9 +5,9 @@ use crate::npy;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use effnet_config::{Activation, Interpolation};
+use effnet_config::Interpolation;
+use effnet_train::data::preprocess::{EvalTransform, open_image};
 use effnet_train::precision::{cast_input, cast_module};
-use effnet_train::preprocess::{EvalTransform, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, open_image};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -103,9 +103,8 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
         bail!("none of the {total} images could be read");
     }
     let (arch, model, _) = model_args.load(&device)?;
-    // Lite weights were trained on (x − 127) / 128; everything else on ImageNet statistics.
-    let (mean, std) =
-        if arch.activation == Activation::Relu6 { (LITE_MEAN, LITE_STD) } else { (IMAGENET_MEAN, IMAGENET_STD) };
+    // What a flag or the run's [data] leaves unset: the family's (Lite's (x − 127)/128, ImageNet's).
+    let (mean, std) = arch.family.normalization().f32();
     let transform = EvalTransform {
         size: opts.resolution.unwrap_or(arch.resolution),
         crop_fraction: opts.crop_fraction,

@@ -96,7 +96,7 @@ pub struct TransformFlags {
 /// `predict`'s options. With `--run`, what a flag leaves unset is what the run validated with
 /// (its `[data]` image_size, crop_fraction, mean, std and interpolation): a network trained on
 /// other statistics or crops than ImageNet's misclassifies ImageNet-preprocessed images.
-/// Otherwise: the model's resolution, crop 0.875, ImageNet's (or Lite's) mean/std, bicubic.
+/// Otherwise: the model's resolution, crop 0.875, its family's mean/std (ImageNet's or Lite's), bicubic.
 pub fn predict_options(model: &ModelArgs, top: usize, json: bool, f: TransformFlags) -> Result<PredictOptions> {
     let data = match (&model.run.run, &model.config) {
         (Some(_), Some(config)) => Some(EffnetConfig::load(config)?.data),
@@ -108,8 +108,8 @@ pub fn predict_options(model: &ModelArgs, top: usize, json: bool, f: TransformFl
         json,
         resolution: f.resolution.or(data.as_ref().and_then(|d| d.image_size)),
         crop_fraction: f.crop_fraction.or(data.as_ref().map(|d| d.crop_fraction)).unwrap_or(0.875),
-        mean: f.mean.or(data.as_ref().map(|d| f32s(d.mean))),
-        std: f.std.or(data.as_ref().map(|d| f32s(d.std))),
+        mean: f.mean.or(data.as_ref().and_then(|d| d.mean).map(f32s)),
+        std: f.std.or(data.as_ref().and_then(|d| d.std).map(f32s)),
         interpolation: data.as_ref().map_or(Interpolation::Bicubic, |d| d.interpolation),
     })
 }

@@ -4,7 +4,8 @@ use crate::eval_report;
 use crate::run_dir_args::RunArgs;
 use crate::runtime_args::{PrecisionArg, RuntimeArgs};
 use anyhow::{Context, Result, bail};
-use effnet_train::evaluate::evaluate_with_confusion;
+use effnet_train::data::LoaderSpec;
+use effnet_train::evaluate::evaluate;
 use effnet_train::run_dir::{epoch_model_path, load_training_checkpoint, model_epochs_note, training_checkpoint_epoch};
 use effnet_train::trainer::{ConfigSource, device_for, train};
 use std::path::{Path, PathBuf};
@@ -108,7 +109,7 @@ pub fn run_eval(
     };
     let ds = effnet_train::data::open_dataset(&cfg.data, &src.base_dir())?;
     let split = ds.test();
-    let size = cfg.data.image_size.unwrap_or(arch.resolution);
+    let loaders = LoaderSpec::new(cfg, &arch);
     let precision = crate::runtime_args::checked_precision(precision.resolve(Some(cfg)), cfg.runtime.backend)?;
     if ds.num_classes > arch.num_classes {
         bail!(
@@ -119,8 +120,7 @@ pub fn run_eval(
             ds.num_classes
         );
     }
-    let (m, confusion) =
-        evaluate_with_confusion(&net, split, &cfg.data, size, cfg.train.batch_size, &device, precision);
+    let (m, confusion) = evaluate(&net, split, &loaders, &device, precision);
     let names = &ds.class_names;
     if json {
         let mut out = serde_json::json!({

@@ -8,10 +8,8 @@
 //! processes. Remote flex devices run burn's generic ops where the local one runs effnet's CPU
 //! kernels, so "float rounding" includes the two implementations' differences.
 
-// effnet-train's shared test pieces (the tiny run's [model]/[data], the flex-RNG turn-taking).
-#[path = "../../effnet-train/tests/common/mod.rs"]
-#[allow(dead_code)] // Whatever else it gains for effnet-train's tests.
-mod common;
+// The tiny run's [model]/[data] and the flex-RNG turn-taking, shared with effnet-train's tests.
+use effnet_test_support as common;
 
 use burn::module::{Flag, Module, ModuleMapper, Param};
 use effnet_config::EffnetConfig;
@@ -116,7 +114,7 @@ fn head(src: &Path, dst: &Path, n: usize) {
 
 /// A smaller copy of the embedded digits dataset in `dir`.
 fn small_digits(dir: &Path) -> PathBuf {
-    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/digits");
+    let digits = common::digits();
     let out = dir.join("digits");
     std::fs::create_dir_all(&out).unwrap();
     head(&digits.join("train.bin"), &out.join("train.bin"), TRAIN_IMAGES);
@@ -129,7 +127,6 @@ fn small_digits(dir: &Path) -> PathBuf {
 
 /// The tiny deterministic run of effnet-train's tests on `data`, written to `dir/name.toml`.
 fn tiny(dir: &Path, name: &str, data: &Path, epochs: usize, runtime: &str, init: Option<&Path>) -> ConfigSource {
-    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/digits");
     let text = format!(
         r#"
 {common}[train]
@@ -141,7 +138,7 @@ seed = 7
 {runtime}
 "#,
         optim_and_schedule = common::tiny_optim_and_schedule(),
-        common = common::tiny_model_and_data().replace(&digits.display().to_string(), &data.display().to_string()),
+        common = common::tiny_model_and_data_on(data),
         init = init.map_or(String::new(), |p| format!("init_weights = {:?}", p.display().to_string())),
     );
     let file = dir.join(format!("{name}.toml"));

@@ -1,6 +1,7 @@
 //! The resolved architecture: a plain stage table that the model is a loop over.
 
 use crate::blocks::BlockArgs;
+use crate::regularization::{drop_connect_rates, tf_bn_momentum_to_burn};
 use crate::scaling::{DEFAULT_DEPTH_DIVISOR, round_filters, round_repeats};
 use crate::variant::Family;
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,9 @@ pub struct BlockSpec {
     pub se_channels: Option<usize>,
     /// Residual connection: `id_skip`, stride 1 and `in == out`. Only these blocks drop-connect.
     pub residual: bool,
+    /// Stochastic-depth rate at full strength: `drop_connect_rate · index / num_blocks`
+    /// (tensorflow/tpu, timm, Keras); only a `residual` block applies it.
+    pub drop_connect_rate: f64,
 }
 
 /// A fully resolved EfficientNet: every number the model needs.
@@ -113,6 +117,13 @@ pub struct Architecture {
     pub padding: Padding,
     /// BatchNorm epsilon (1e-3 for TF-born weights, 1e-5 for PyTorch-born).
     pub bn_eps: f64,
+    /// BatchNorm momentum in burn's and PyTorch's convention (`running = (1−m)·running +
+    /// m·batch`): TOML's TensorFlow value converted once, here (TF's 0.99 is 0.01).
+    pub bn_momentum: f64,
+    /// The last block's drop-connect rate; [`Architecture::blocks`] gives each block its own.
+    pub drop_connect_rate: f64,
+    /// B* or Lite*: decides, among others, the input normalisation of its released weights.
+    pub family: Family,
 }
 
 /// Everything needed to scale a block list into an [`Architecture`].
@@ -131,6 +142,9 @@ pub struct ScaleSpec {
     pub se: bool,
     pub padding: Padding,
     pub bn_eps: f64,
+    /// burn convention (see [`Architecture::bn_momentum`]).
+    pub bn_momentum: f64,
+    pub drop_connect_rate: f64,
     pub depth_divisor: usize,
     pub min_depth: Option<usize>,
 }
@@ -153,8 +167,11 @@ impl ScaleSpec {
                 Family::Lite => Activation::Relu6,
             },
             se: family == Family::Standard,
-            padding: Padding::TfSame,
-            bn_eps: 1e-3,
+            padding: crate::TF_BORN.padding,
+            bn_eps: crate::TF_BORN.bn_eps,
+            // TF's 0.99; no stochastic depth unless a config asks (inference never drops).
+            bn_momentum: tf_bn_momentum_to_burn(0.99),
+            drop_connect_rate: 0.0,
             depth_divisor: DEFAULT_DEPTH_DIVISOR,
             min_depth: None,
         }
@@ -209,6 +226,9 @@ impl ScaleSpec {
             activation: self.activation,
             padding: self.padding,
             bn_eps: self.bn_eps,
+            bn_momentum: self.bn_momentum,
+            drop_connect_rate: self.drop_connect_rate,
+            family: self.family,
         }
     }
 }
@@ -222,6 +242,7 @@ impl Architecture {
 
     /// Every block in order, expanded from the stage table.
     pub fn blocks(&self) -> Vec<BlockSpec> {
+        let rates = drop_connect_rates(self.drop_connect_rate, self.num_blocks(), 1.0);
         let mut out = Vec::new();
         for (s, stage) in self.stages.iter().enumerate() {
             for r in 0..stage.repeats {
@@ -238,6 +259,7 @@ impl Architecture {
                     expand: stage.expand_ratio != 1,
                     se_channels: stage.se_ratio.map(|r| ((in_channels as f64 * r) as usize).max(1)),
                     residual: stage.id_skip && stride == 1 && in_channels == stage.out_channels,
+                    drop_connect_rate: rates[out.len()],
                 });
             }
         }
@@ -384,19 +406,7 @@ mod tests {
 
     #[test]
     fn param_counts_match_the_references() {
-        // torchvision/timm/efficientnet_pytorch trainable parameter counts, 1000 classes.
-        let want = [
-            (Variant::B0, 5_288_548),
-            (Variant::B1, 7_794_184),
-            (Variant::B2, 9_109_994),
-            (Variant::B3, 12_233_232),
-            (Variant::B4, 19_341_616),
-            (Variant::B5, 30_389_784),
-            (Variant::B6, 43_040_704),
-            (Variant::B7, 66_347_960),
-            (Variant::Lite0, 4_652_008),
-        ];
-        for (v, n) in want {
+        for (v, n) in crate::REFERENCE_PARAM_COUNTS {
             assert_eq!(Architecture::variant(v).param_count(), n, "{v}");
         }
     }

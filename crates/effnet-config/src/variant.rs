@@ -1,10 +1,12 @@
 //! The released variants and their coefficients, exactly as tensorflow/tpu gives them.
 
+use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
 /// Architecture family: decides activation, squeeze-excitation and whether stem/head are scaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     /// EfficientNet-B*: swish, SE 0.25, everything width- and depth-scaled.
     Standard,
@@ -140,6 +142,21 @@ impl FromStr for Variant {
         })
     }
 }
+
+/// Trainable parameters of the reference implementations (torchvision, timm, lukemelas'
+/// EfficientNet-PyTorch; 1000 classes; `../shared/docs/param-counts.md`): what
+/// [`crate::Architecture::param_count`] and the model's modules are tested against.
+pub const REFERENCE_PARAM_COUNTS: [(Variant, usize); 9] = [
+    (Variant::B0, 5_288_548),
+    (Variant::B1, 7_794_184),
+    (Variant::B2, 9_109_994),
+    (Variant::B3, 12_233_232),
+    (Variant::B4, 19_341_616),
+    (Variant::B5, 30_389_784),
+    (Variant::B6, 43_040_704),
+    (Variant::B7, 66_347_960),
+    (Variant::Lite0, 4_652_008),
+];
 
 #[cfg(test)]
 mod tests {

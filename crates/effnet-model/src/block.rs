@@ -29,7 +29,7 @@ impl MbConv {
             depthwise: ConvBnAct::new(mid, mid, spec.kernel, spec.stride, mid, padding, norm, Some(act), device),
             se: spec.se_channels.map(|r| SqueezeExcite::new(mid, r, act, device)),
             project: ConvBnAct::new(mid, spec.out_channels, 1, 1, 1, padding, norm, None, device),
-            drop_path: DropPath::new(0.0),
+            drop_path: DropPath::new(spec.drop_connect_rate),
             residual: spec.residual,
         }
     }

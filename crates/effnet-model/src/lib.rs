@@ -20,7 +20,7 @@ pub use block::MbConv;
 /// Which of effnet-kernels' CPU kernel families run (the cli's `--kernels`, `EFFNET_KERNELS`):
 /// a setting handed down through [`set_kernel_selection`].
 pub use effnet_kernels::{Kernel, KernelSelection, kernel_selection, set_kernel_selection};
-pub use model::{DEFAULT_BN_MOMENTUM, EfficientNet, Features};
+pub use model::{EfficientNet, Features};
 pub use norm::BatchNorm;
 pub use params::trainable_params;
 pub use weights::{CheckpointInfo, LoadReport, WeightLayout, WeightsError, detect_layout, inspect, load_model};

@@ -8,9 +8,6 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use effnet_config::{Architecture, ClassifierInit, Variant};
 
-/// burn-convention BatchNorm momentum equivalent to TensorFlow's 0.99.
-pub const DEFAULT_BN_MOMENTUM: f64 = 0.01;
-
 /// EfficientNet (any variant, any φ, B* or Lite*).
 #[derive(Module, Debug)]
 pub struct EfficientNet {
@@ -56,20 +53,10 @@ fn classifier(features: usize, num_classes: usize, init: ClassifierInit, device:
 }
 
 impl EfficientNet {
-    /// Builds `arch` with TF's BatchNorm momentum (0.99, i.e. burn's 0.01) and TF's weight init.
+    /// Builds `arch` with TF's weight init: its BatchNorm momentum (burn convention) and each
+    /// block's drop-connect rate are the ones the architecture resolved.
     pub fn new(arch: &Architecture, device: &Device) -> Self {
-        Self::with_bn_momentum(arch, DEFAULT_BN_MOMENTUM, device)
-    }
-
-    /// A released variant with 1000 classes.
-    pub fn variant(v: Variant, device: &Device) -> Self {
-        Self::new(&Architecture::variant(v), device)
-    }
-
-    /// Builds `arch` with a burn-convention BatchNorm momentum (`running = (1−m)·running + m·batch`;
-    /// effnet-train converts TOML's TensorFlow value).
-    pub fn with_bn_momentum(arch: &Architecture, bn_momentum: f64, device: &Device) -> Self {
-        let norm = NormSpec { momentum: bn_momentum, epsilon: arch.bn_eps };
+        let norm = NormSpec { momentum: arch.bn_momentum, epsilon: arch.bn_eps };
         let (act, pad) = (Some(arch.activation), arch.padding);
         let stem = ConvBnAct::new(arch.in_channels, arch.stem_channels, 3, 2, 1, pad, norm, act, device);
         let blocks: Vec<MbConv> =
@@ -84,6 +71,11 @@ impl EfficientNet {
             endpoints: arch.reduction_endpoints(),
             autocast: None,
         }
+    }
+
+    /// A released variant with 1000 classes.
+    pub fn variant(v: Variant, device: &Device) -> Self {
+        Self::new(&Architecture::variant(v), device)
     }
 
     /// Logits `[batch, num_classes]` for images `[batch, channels, height, width]` of any size.

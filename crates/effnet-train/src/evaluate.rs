@@ -1,10 +1,10 @@
 //! Evaluation: loss, top-1 and top-5 of a network on a split.
 
 use crate::confusion::ConfusionMatrix;
-use crate::data::{self, ClassificationBatch, Split};
+use crate::data::{ClassificationBatch, LoaderSpec, Split};
 use crate::precision::{cast_input, cast_module};
 use burn::prelude::*;
-use effnet_config::{DataConfig, Precision};
+use effnet_config::Precision;
 use effnet_model::EfficientNet;
 use serde::Serialize;
 
@@ -43,44 +43,18 @@ fn batch_sums(
     (nll, top1, top5, n)
 }
 
-/// Evaluates `net` (in eval mode) on `split` with the evaluation transform.
-pub fn evaluate_net(
+/// Evaluates `net` (in eval mode, cast to `precision` with its inputs) on `split` through the
+/// evaluation loader of `spec`: the metrics and the confusion matrix of its top-1 predictions.
+pub fn evaluate(
     net: &EfficientNet,
     split: &Split,
-    cfg: &DataConfig,
-    image_size: usize,
-    batch_size: usize,
-    device: &Device,
-) -> EvalMetrics {
-    evaluate_net_at(net, split, cfg, image_size, batch_size, device, Precision::F32)
-}
-
-/// [`evaluate_net`] with the network and its inputs cast to `precision`.
-pub fn evaluate_net_at(
-    net: &EfficientNet,
-    split: &Split,
-    cfg: &DataConfig,
-    image_size: usize,
-    batch_size: usize,
-    device: &Device,
-    precision: Precision,
-) -> EvalMetrics {
-    evaluate_with_confusion(net, split, cfg, image_size, batch_size, device, precision).0
-}
-
-/// [`evaluate_net_at`] and the confusion matrix of its top-1 predictions.
-pub fn evaluate_with_confusion(
-    net: &EfficientNet,
-    split: &Split,
-    cfg: &DataConfig,
-    image_size: usize,
-    batch_size: usize,
+    spec: &LoaderSpec,
     device: &Device,
     precision: Precision,
 ) -> (EvalMetrics, ConfusionMatrix) {
     // `valid()` gives the copy its own running statistics before they are cast.
     let net = cast_module(net.valid(), precision);
-    let loader = data::eval_loader(split, cfg, image_size, batch_size, device);
+    let loader = spec.eval(split, device);
     let (mut loss, mut t1, mut t5, mut n) = (0.0, 0, 0, 0);
     let mut confusion = ConfusionMatrix::new(net.num_classes());
     for batch in loader.iter().flatten() {

@@ -4,7 +4,6 @@ use crate::data::ClassificationBatch;
 use crate::ema::{ema_copy, ema_decay_at, ema_update};
 use crate::loss_scale::{GROWTH_INTERVAL, INIT_SCALE, LossScaler};
 use crate::precision::float_dtype;
-use crate::regularization::drop_connect_rates;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -20,9 +19,7 @@ pub struct StepSettings {
     pub seed: u64,
     /// EMA decay (None: no EMA).
     pub ema_decay: Option<f64>,
-    /// Final drop-connect rate; block i of N gets rate·i/N.
-    pub drop_connect_rate: f64,
-    /// Ramp the drop-connect rate from 0 over `total_steps`.
+    /// Ramp each block's drop-connect rate (the architecture's) from 0 over `total_steps`.
     pub drop_connect_ramp: bool,
     pub total_steps: usize,
     /// Micro-batch gradients burn adds into one optimizer step: the devices of the `multi`
@@ -33,6 +30,21 @@ pub struct StepSettings {
     /// `[runtime] precision`: bf16/f16 train with mixed precision (f32 master weights, see
     /// `effnet_model::mixed`); f16 adds dynamic loss scaling.
     pub precision: Precision,
+}
+
+impl StepSettings {
+    /// Settings for a network loaded from a checkpoint to be evaluated or exported, not trained.
+    pub(crate) fn for_loading(ema_decay: Option<f64>) -> Self {
+        Self {
+            label_smoothing: 0.0,
+            seed: 0,
+            ema_decay,
+            drop_connect_ramp: false,
+            total_steps: 1,
+            summed_gradients: 1,
+            precision: Precision::F32,
+        }
+    }
 }
 
 /// What burn-train's learner holds: the live network and its exponential moving average.
@@ -50,6 +62,9 @@ pub struct TrainingModel {
     /// f16 mixed precision's dynamic loss scale (None otherwise).
     #[module(skip)]
     pub scaler: Option<LossScaler>,
+    /// Each block's drop-connect rate at full strength, as the architecture resolved it.
+    #[module(skip)]
+    full_drop_connect: Vec<f64>,
 }
 
 impl TrainingModel {
@@ -61,7 +76,8 @@ impl TrainingModel {
         let mut net = net;
         net.set_autocast(Some(float_dtype(settings.precision)));
         let scaler = (settings.precision == Precision::F16).then(|| LossScaler::new(INIT_SCALE, GROWTH_INTERVAL));
-        let mut m = Self { net, ema, settings, steps: steps_done, scaler };
+        let full_drop_connect = net.drop_connect_rates();
+        let mut m = Self { net, ema, settings, steps: steps_done, scaler, full_drop_connect };
         m.apply_drop_connect(steps_done);
         m
     }
@@ -69,7 +85,7 @@ impl TrainingModel {
     fn apply_drop_connect(&mut self, step: usize) {
         let progress =
             if self.settings.drop_connect_ramp { step as f64 / self.settings.total_steps.max(1) as f64 } else { 1.0 };
-        let rates = drop_connect_rates(self.settings.drop_connect_rate, self.net.num_blocks(), progress);
+        let rates: Vec<f64> = self.full_drop_connect.iter().map(|r| r * progress.clamp(0.0, 1.0)).collect();
         self.net.set_drop_connect_rates(&rates);
     }
 

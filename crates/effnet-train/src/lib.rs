@@ -1,8 +1,7 @@
 //! # effnet-train
 //!
-//! Training-side pieces of effnet. Today: the drop-connect schedule, the TensorFlow → burn
-//! BatchNorm momentum conversion (applied when a model is built from a config) and the
-//! evaluation preprocessing.
+//! Training-side pieces of effnet: data, augmentation, schedules, optimizers, the loop on
+//! burn-train, run directories and evaluation.
 
 pub mod bench;
 pub mod classes;
@@ -17,11 +16,10 @@ pub mod init;
 pub mod learner;
 pub mod loss_scale;
 pub mod optim;
+pub mod plan;
 pub mod plot;
 pub mod precision;
-pub mod preprocess;
 pub mod progress;
-pub mod regularization;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
@@ -31,16 +29,10 @@ use burn::prelude::Device;
 use effnet_config::{ConfigError, EffnetConfig, Invalid};
 use effnet_model::EfficientNet;
 
-pub use regularization::{drop_connect_rates, tf_bn_momentum_to_burn};
-
-/// Builds the model a config describes: the stage table, burn-convention BN momentum converted
-/// from the TOML's TensorFlow value, and the drop-connect schedule at full strength.
+/// Builds the model a config describes: the stage table with its burn-convention BN momentum
+/// and per-block drop-connect rates (both resolved by `ModelConfig::architecture`).
 pub fn build_model(cfg: &EffnetConfig, device: &Device) -> Result<EfficientNet, Invalid> {
-    let arch = cfg.model.architecture()?;
-    let mut model = EfficientNet::with_bn_momentum(&arch, tf_bn_momentum_to_burn(cfg.model.bn_momentum), device);
-    let rates = drop_connect_rates(cfg.model.drop_connect_rate, model.num_blocks(), 1.0);
-    model.set_drop_connect_rates(&rates);
-    Ok(model)
+    Ok(EfficientNet::new(&cfg.model.architecture()?, device))
 }
 
 /// Loads a config file and builds its model.

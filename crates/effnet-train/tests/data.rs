@@ -3,9 +3,9 @@
 
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
-use effnet_config::{DataConfig, DatasetKind, LabelKind};
+use effnet_config::{DataConfig, DatasetKind, IMAGENET, LabelKind};
+use effnet_train::data::preprocess::EvalTransform;
 use effnet_train::data::*;
-use effnet_train::preprocess::EvalTransform;
 use image::{Rgb, RgbImage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -279,7 +279,7 @@ fn digits_cfg() -> DataConfig {
 fn augmentation_is_a_function_of_seed_epoch_and_index() {
     let c = digits_cfg();
     let ds = open_dataset(&c, Path::new("/")).unwrap();
-    let make = || TrainDataset::new(ds.train().dataset.clone(), TrainTransform::from_config(&c, 48), 7);
+    let make = || TrainDataset::new(ds.train().dataset.clone(), TrainTransform::from_config(&c, 48, IMAGENET), 7);
     let (a, b) = (make(), make());
     assert_eq!(a.sample(10, 3).unwrap(), b.sample(10, 3).unwrap());
     assert_ne!(a.sample(10, 3).unwrap().pixels, a.sample(10, 4).unwrap().pixels);
@@ -302,8 +302,8 @@ fn a_split_epoch_gives_each_step_the_one_device_batch() {
     let ds = open_dataset(&c, Path::new("/")).unwrap();
     let src = ds.train().dataset.clone();
     let (devices, b, positions) = (2, 7, 1430); // 715 per device: 102 batches of 7, then 1
-    let one = TrainDataset::new(src.clone(), TrainTransform::from_config(&c, 8), 3);
-    let two = TrainDataset::split(src, TrainTransform::from_config(&c, 8), 3, positions, devices, b);
+    let one = TrainDataset::new(src.clone(), TrainTransform::from_config(&c, 8, IMAGENET), 3);
+    let two = TrainDataset::split(src, TrainTransform::from_config(&c, 8, IMAGENET), 3, positions, devices, b);
     assert_eq!(two.len(), positions);
     let order: Vec<usize> = (0..one.len()).map(|p| one.get(p).unwrap().index).collect();
     let per_device = positions / devices;
@@ -352,13 +352,18 @@ fn mixup_and_cutmix_targets() {
     assert!(mix_batch(&mut imgs, &labels, s, k, &off, &mut StdRng::seed_from_u64(5)).is_none());
 }
 
+/// The loaders of `c` at ImageNet statistics (a B* model's).
+fn spec(c: &DataConfig, image_size: usize, batch_size: usize, seed: u64) -> LoaderSpec {
+    LoaderSpec { data: c.clone(), normalization: IMAGENET, image_size, batch_size, seed }
+}
+
 #[test]
 fn loaders_give_batches_of_the_right_shape() {
     let device = Device::default();
     let mut c = digits_cfg();
     c.augment.mixup_alpha = 0.2;
     let ds = open_dataset(&c, Path::new("/")).unwrap();
-    let loader = train_loader(&ds, &c, 40, 16, 1, &device);
+    let (loader, _) = spec(&c, 40, 16, 1).train(&ds, &device);
     assert_eq!(loader.num_items(), 1438);
     let b = loader.iter().next().unwrap().unwrap();
     assert_eq!(b.images.dims(), [16, 3, 40, 40]);
@@ -373,12 +378,13 @@ fn loaders_give_batches_of_the_right_shape() {
     c.num_workers = 2;
     c.augment.mixup_alpha = 0.0;
     let sums = |seed| {
-        let l = train_loader(&ds, &c, 32, 100, seed, &device);
+        let (l, _) = spec(&c, 32, 100, seed).train(&ds, &device);
         let mut v: Vec<i64> = l
             .iter()
             .map(|b| {
-                let b = b.unwrap();
-                (b.images.sum().into_scalar::<f32>() as f64 * 100.0) as i64
+                // Summed on the host in order: a parallel reduction's rounding varies run to run.
+                let pixels = b.unwrap().images.into_data().try_to_vec::<f32>().unwrap();
+                (pixels.iter().map(|&p| p as f64).sum::<f64>() * 100.0).round() as i64
             })
             .collect();
         v.sort();
@@ -394,7 +400,7 @@ fn eval_loader_is_resize_and_centre_crop() {
     let mut c = digits_cfg();
     c.crop_fraction = 0.8;
     let ds = open_dataset(&c, Path::new("/")).unwrap();
-    let loader = eval_loader(ds.valid(), &c, 48, 4, &device);
+    let loader = spec(&c, 48, 4, 0).eval(ds.valid(), &device);
     let b = loader.iter().next().unwrap().unwrap();
     assert_eq!(b.images.dims(), [4, 3, 48, 48]);
     assert!(b.soft_targets.is_none());

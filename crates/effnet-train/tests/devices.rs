@@ -11,7 +11,7 @@
 //! - With batch statistics on (normal training), the per-replica statistics make the runs
 //!   drift apart; the curves must still agree within a measured tolerance.
 
-mod common;
+use effnet_test_support as common;
 
 use burn::module::{Flag, Module, ModuleMapper, Param};
 use effnet_config::EffnetConfig;
@@ -41,15 +41,11 @@ ema_decay = 0.9
 [optim]
 {optim}
 lr_batch_size = 128
-[schedule]
-name = "exponential-step"
-warmup_epochs = 0.0
-decay_epochs = 1.0
-decay_rate = 0.9
-[runtime]
+{schedule}[runtime]
 devices = {devices}
 "#,
         common = common::tiny_model_and_data(),
+        schedule = common::TINY_SCHEDULE,
         init = init.map_or(String::new(), |p| format!("init_weights = {:?}", p.display().to_string())),
     );
     let file = PathBuf::from("tiny.toml");

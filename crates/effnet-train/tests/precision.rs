@@ -1,13 +1,13 @@
 //! bf16/f16 inference on flex against f32, and mixed-precision training (f32 master weights,
 //! bf16/f16 compute, f16 loss scaling) against f32 training.
 
-mod common;
+use effnet_test_support as common;
 
 use burn::prelude::*;
 use effnet_config::{EffnetConfig, Precision};
 use effnet_model::EfficientNet;
-use effnet_train::data::open_dataset;
-use effnet_train::evaluate::evaluate_net_at;
+use effnet_train::data::{LoaderSpec, open_dataset};
+use effnet_train::evaluate::evaluate;
 use effnet_train::trainer::{ConfigSource, train};
 use std::path::{Path, PathBuf};
 
@@ -50,7 +50,8 @@ fn bf16_and_f16_inference_agree_with_f32() {
     let mut net = EfficientNet::new(&arch, &device);
     net.load_weights(&dir.join("latest.bpk"), &arch).unwrap();
     let ds = open_dataset(&cfg.data, Path::new("/")).unwrap();
-    let eval = |p| evaluate_net_at(&net, ds.test(), &cfg.data, 16, 128, &device, p);
+    let loaders = LoaderSpec::new(cfg, &arch).with_batch_size(128);
+    let eval = |p| evaluate(&net, ds.test(), &loaders, &device, p).0;
     let f32_ = eval(Precision::F32);
     assert!(f32_.top1 > 0.25, "the model did not train: {f32_:?}");
     for (p, loss_tol) in [(Precision::Bf16, BF16_LOSS_REL_TOL), (Precision::F16, F16_LOSS_REL_TOL)] {

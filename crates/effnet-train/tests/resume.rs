@@ -3,7 +3,7 @@
 //! end-of-run files completed, stale temporaries removed, old checkpoints pruned after a resume.
 //! One tiny 2-epoch run is trained once; each case works on a copy of it.
 
-mod common;
+use effnet_test_support as common;
 
 use effnet_config::EffnetConfig;
 use effnet_train::progress::EpochRow;

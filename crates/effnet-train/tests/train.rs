@@ -1,7 +1,7 @@
 //! Training end to end on the embedded digits dataset: the loss falls, the run directory is
 //! complete, and a resumed run reproduces an uninterrupted one.
 
-mod common;
+use effnet_test_support as common;
 
 use effnet_config::EffnetConfig;
 use effnet_train::progress::EpochRow;

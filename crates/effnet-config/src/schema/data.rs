@@ -2,13 +2,9 @@
 
 use super::check::{in_range_f64, in_range_usize, probability};
 use crate::error::Invalid;
+use crate::normalization::Normalization;
+use crate::variant::Family;
 use serde::{Deserialize, Serialize};
-
-/// ImageNet's per-channel mean and standard deviation on the 0–1 pixel scale: the normalisation
-/// of every B* checkpoint (timm, torchvision, tensorflow/tpu), the `[data]` default.
-pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
-/// See [`IMAGENET_MEAN`].
-pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 /// Dataset formats effnet reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,9 +50,12 @@ pub struct DataConfig {
     pub image_size: Option<usize>,
     /// Parallel decode/augment workers.
     pub num_workers: usize,
-    /// ImageNet statistics by default (0–1 pixel scale).
-    pub mean: [f64; 3],
-    pub std: [f64; 3],
+    /// Per-channel normalisation on the 0–1 pixel scale; unset: the model family's (see
+    /// [`DataConfig::normalization`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<[f64; 3]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub std: Option<[f64; 3]>,
     /// Evaluation: resize the short side to `image_size / crop_fraction`, then centre-crop.
     pub crop_fraction: f64,
     pub interpolation: Interpolation,
@@ -79,8 +78,8 @@ impl Default for DataConfig {
             labels: LabelKind::Fine,
             image_size: None,
             num_workers: 2,
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
+            mean: None,
+            std: None,
             crop_fraction: 0.875,
             interpolation: Interpolation::Bicubic,
             augment: AugmentConfig::default(),
@@ -92,13 +91,22 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
+    /// The input normalisation: `mean`/`std` where the TOML sets them, otherwise the statistics
+    /// the model family's released weights were trained on (ImageNet's for B*, Lite's
+    /// `(x − 127)/128`), so a fine-tune feeds pretrained weights what they expect and `predict`
+    /// on its run normalises as training did.
+    pub fn normalization(&self, family: Family) -> Normalization {
+        let default = family.normalization();
+        Normalization { mean: self.mean.unwrap_or(default.mean), std: self.std.unwrap_or(default.std) }
+    }
+
     /// Range checks of `[data]` and `[data.augment]`.
     pub fn validate(&self) -> Result<(), Invalid> {
         if let Some(s) = self.image_size {
             in_range_usize("data.image_size", s, 8, 4096)?;
         }
         in_range_usize("data.num_workers", self.num_workers, 0, 256)?;
-        for (i, s) in self.std.iter().enumerate() {
+        for (i, s) in self.std.iter().flatten().enumerate() {
             if *s <= 0.0 {
                 return Err(Invalid::new(&format!("data.std[{i}]"), s, "must be positive"));
             }
@@ -183,11 +191,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_section_checks_itself_and_defaults_to_imagenet_statistics() {
+    fn the_section_checks_itself_and_defaults_to_the_family_statistics() {
         let d = DataConfig::default();
         assert_eq!(d.validate(), Ok(()));
-        assert_eq!((d.mean, d.std), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]));
-        let bad = DataConfig { std: [0.2, 0.0, 0.2], ..d.clone() };
+        let n = d.normalization(Family::Standard);
+        assert_eq!((n.mean, n.std), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]));
+        assert_eq!(d.normalization(Family::Lite).std, [128.0 / 255.0; 3]);
+        // A key the TOML sets wins over the family's, each on its own.
+        let half = DataConfig { mean: Some([0.5; 3]), ..d.clone() };
+        assert_eq!(half.normalization(Family::Lite).mean, [0.5; 3]);
+        assert_eq!(half.normalization(Family::Lite).std, [128.0 / 255.0; 3]);
+        let bad = DataConfig { std: Some([0.2, 0.0, 0.2]), ..d.clone() };
         let e = bad.validate().unwrap_err();
         assert_eq!((e.key.as_str(), e.value.as_str(), e.reason.as_str()), ("data.std[1]", "0", "must be positive"));
         let bad = DataConfig { augment: AugmentConfig { ratio: [2.0, 1.0], ..AugmentConfig::default() }, ..d };

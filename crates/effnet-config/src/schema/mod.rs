@@ -13,7 +13,7 @@ mod optim;
 mod runtime;
 mod train;
 
-pub use data::{AugmentConfig, DataConfig, DatasetKind, IMAGENET_MEAN, IMAGENET_STD, Interpolation, LabelKind};
+pub use data::{AugmentConfig, DataConfig, DatasetKind, Interpolation, LabelKind};
 pub use device::{DeviceSpec, RemoteDevice, format_device_list, parse_device_list};
 pub use model::{ModelConfig, VariantChoice};
 pub use optim::{OptimConfig, OptimizerKind, ScheduleConfig, ScheduleKind};
@@ -69,6 +69,16 @@ impl EffnetConfig {
         self.validate_across_sections()
     }
 
+    /// The config with the defaults that depend on another section written out, as a run
+    /// directory's `config.toml` records it: `[data] mean/std` from the model family when the
+    /// TOML leaves them unset (see [`DataConfig::normalization`]).
+    pub fn resolved(&self) -> Self {
+        let mut out = self.clone();
+        let n = self.data.normalization(self.model.family());
+        (out.data.mean, out.data.std) = (Some(n.mean), Some(n.std));
+        out
+    }
+
     /// The checks whose bounds come from another section.
     fn validate_across_sections(&self) -> Result<(), Invalid> {
         let (t, s) = (&self.train, &self.schedule);
@@ -117,6 +127,19 @@ mod tests {
         assert_eq!(a.name, "b0");
         assert_eq!(a.param_count(), 5_288_548);
         assert_eq!(c.model.bn_momentum, 0.99);
+    }
+
+    #[test]
+    fn resolved_writes_out_the_family_normalisation() {
+        let lite = parse("[model]\nvariant = \"lite0\"\n").unwrap();
+        assert_eq!(lite.data.mean, None);
+        let r = lite.resolved();
+        assert_eq!((r.data.mean, r.data.std), (Some(crate::LITE.mean), Some(crate::LITE.std)));
+        let b0 = parse("[data]\nstd = [0.5, 0.5, 0.5]\n").unwrap().resolved();
+        assert_eq!((b0.data.mean, b0.data.std), (Some(crate::IMAGENET_MEAN), Some([0.5; 3])));
+        // Written out, the resolved config reads back as itself.
+        let text = toml::to_string_pretty(&r).unwrap();
+        assert_eq!(parse(&text).unwrap(), r);
     }
 
     #[test]

@@ -74,8 +74,8 @@ impl Default for ModelConfig {
             drop_connect_rate: 0.2,
             num_classes: 1000,
             in_channels: 3,
-            padding: Padding::TfSame,
-            bn_eps: 1e-3,
+            padding: crate::TF_BORN.padding,
+            bn_eps: crate::TF_BORN.bn_eps,
             bn_momentum: 0.99,
             activation: None,
             se: None,
@@ -108,6 +108,14 @@ impl ModelConfig {
             .parse::<Variant>()
             .map(VariantChoice::Released)
             .map_err(|e| Invalid::new("model.variant", format!("{:?}", self.variant), format!("{e}, or custom")))
+    }
+
+    /// The family of `variant` (a custom network is a B*).
+    pub fn family(&self) -> Family {
+        match self.variant_choice() {
+            Ok(VariantChoice::Released(v)) => v.family(),
+            _ => Family::Standard,
+        }
     }
 
     /// Checks the section: it must resolve into a stage table.
@@ -223,6 +231,8 @@ impl ModelConfig {
         }
         spec.padding = self.padding;
         spec.bn_eps = self.bn_eps;
+        spec.bn_momentum = crate::tf_bn_momentum_to_burn(self.bn_momentum);
+        spec.drop_connect_rate = self.drop_connect_rate;
         spec.depth_divisor = self.depth_divisor;
         spec.min_depth = self.min_depth;
         Ok(spec.build())

@@ -3,7 +3,7 @@
 
 use super::{ExportFormat, Tensor32};
 use crate::weights::{WeightLayout, key_map};
-use effnet_config::{Architecture, Family, Padding, ScaleSpec, Variant};
+use effnet_config::{Architecture, Convention, Family, Padding, ScaleSpec, TF_BORN, TORCH_BORN, Variant};
 use safetensors::{Dtype, tensor::TensorView};
 use std::collections::{BTreeMap, HashMap};
 
@@ -70,11 +70,9 @@ fn library(format: ExportFormat) -> Option<Library> {
 /// The BatchNorm epsilon a library builds `v` (or a scaled table) with.
 fn library_eps(format: ExportFormat, v: Option<Variant>) -> f64 {
     match format {
-        ExportFormat::Timm => 1e-5,
-        // torchvision builds B5-B7 (TF ports) with eps 1e-3.
-        ExportFormat::Torchvision if matches!(v, Some(Variant::B5 | Variant::B6 | Variant::B7)) => 1e-3,
-        ExportFormat::Torchvision => 1e-5,
-        _ => 1e-3,
+        ExportFormat::Timm => TORCH_BORN.bn_eps,
+        ExportFormat::Torchvision => Convention::torchvision(v).bn_eps,
+        _ => TF_BORN.bn_eps,
     }
 }
 

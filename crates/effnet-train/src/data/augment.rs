@@ -1,9 +1,9 @@
 //! Training-time image transform: random-resized crop (or a plain resize), horizontal flip,
 //! RandAugment, normalisation; and the per-sample RNG that makes it reproducible.
 
+use super::preprocess::filter;
 use super::randaugment::rand_augment;
-use crate::preprocess::filter;
-use effnet_config::{DataConfig, Interpolation};
+use effnet_config::{DataConfig, Interpolation, Normalization};
 use image::RgbImage;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -82,17 +82,19 @@ pub struct TrainTransform {
 }
 
 impl TrainTransform {
-    /// The transform `[data]` describes, at `size` pixels.
-    pub fn from_config(cfg: &DataConfig, size: usize) -> Self {
+    /// The transform `[data]` describes, at `size` pixels, normalised as `normalization` says
+    /// (the resolved `[data] mean/std`: [`effnet_config::DataConfig::normalization`]).
+    pub fn from_config(cfg: &DataConfig, size: usize, normalization: Normalization) -> Self {
         let a = &cfg.augment;
+        let (mean, std) = normalization.f32();
         Self {
             size,
             crop: a.random_resized_crop.then_some(RandomResizedCrop { scale: a.scale, ratio: a.ratio }),
             hflip: a.hflip,
             randaugment_n: a.randaugment_n,
             randaugment_m: a.randaugment_m,
-            mean: cfg.mean.map(|x| x as f32),
-            std: cfg.std.map(|x| x as f32),
+            mean,
+            std,
             interpolation: cfg.interpolation,
         }
     }

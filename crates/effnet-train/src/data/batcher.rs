@@ -1,4 +1,4 @@
-//! Datasets of augmented samples, the batcher, and the train/eval loaders.
+//! Datasets of augmented samples and the batcher (the loaders over them: `loader.rs`).
 //!
 //! Reproducibility: the training set is shuffled by our own per-epoch permutation and each
 //! sample's RNG is derived from (seed, epoch, index), where the epoch of a position is the
@@ -10,13 +10,11 @@
 
 use super::augment::{mix64, sample_rng};
 use super::mix::{MixParams, mix_batch};
-use super::{ImageItem, OpenedDataset, Split, TrainTransform};
-use crate::preprocess::EvalTransform;
+use super::preprocess::EvalTransform;
+use super::{ImageItem, TrainTransform};
 use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::prelude::*;
-use effnet_config::DataConfig;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -161,9 +159,9 @@ impl EpochControl {
 }
 
 /// The evaluation view of a split: resize + centre crop + normalise, in order.
-struct EvalDataset {
-    source: Arc<dyn Dataset<ImageItem>>,
-    transform: EvalTransform,
+pub(super) struct EvalDataset {
+    pub(super) source: Arc<dyn Dataset<ImageItem>>,
+    pub(super) transform: EvalTransform,
 }
 
 impl Dataset<Sample> for EvalDataset {
@@ -219,92 +217,4 @@ impl Batcher<Sample, ClassificationBatch> for ClassificationBatcher {
         );
         ClassificationBatch { images, targets, soft_targets: soft }
     }
-}
-
-/// The shuffled, augmented, mixed training loader of `ds.train()`, and its epoch control.
-pub fn train_loader_with_control(
-    ds: &OpenedDataset,
-    cfg: &DataConfig,
-    image_size: usize,
-    batch_size: usize,
-    seed: u64,
-    device: &Device,
-) -> (Arc<dyn DataLoader<ClassificationBatch>>, EpochControl) {
-    let positions = ds.train().dataset.len();
-    train_loader_split(ds, cfg, image_size, batch_size, seed, device, positions, 1)
-}
-
-/// [`train_loader_with_control`] for burn-train to split over `devices` (see
-/// [`TrainDataset::split`]): `batch_size` is per device, an epoch is the first `positions` of
-/// each epoch's shuffle.
-#[allow(clippy::too_many_arguments)]
-pub fn train_loader_split(
-    ds: &OpenedDataset,
-    cfg: &DataConfig,
-    image_size: usize,
-    batch_size: usize,
-    seed: u64,
-    device: &Device,
-    positions: usize,
-    devices: usize,
-) -> (Arc<dyn DataLoader<ClassificationBatch>>, EpochControl) {
-    let train = TrainDataset::split(
-        ds.train().dataset.clone(),
-        TrainTransform::from_config(cfg, image_size),
-        seed,
-        positions,
-        devices,
-        batch_size,
-    );
-    let control = train.control();
-    let batcher = ClassificationBatcher {
-        size: image_size,
-        num_classes: ds.num_classes,
-        mix: MixParams::from_config(&cfg.augment),
-        seed,
-    };
-    // No `.shuffle()`: TrainDataset permutes per epoch itself, reproducibly and resumably.
-    let loader = DataLoaderBuilder::new(batcher)
-        .batch_size(batch_size)
-        .num_workers(cfg.num_workers)
-        .set_device(device.clone())
-        .build(train);
-    (loader, control)
-}
-
-/// The shuffled, augmented, mixed training loader of `ds.train()`.
-pub fn train_loader(
-    ds: &OpenedDataset,
-    cfg: &DataConfig,
-    image_size: usize,
-    batch_size: usize,
-    seed: u64,
-    device: &Device,
-) -> Arc<dyn DataLoader<ClassificationBatch>> {
-    train_loader_with_control(ds, cfg, image_size, batch_size, seed, device).0
-}
-
-/// The evaluation loader of a split: resize the short side to `image_size / crop_fraction`,
-/// centre-crop, normalise; in order.
-pub fn eval_loader(
-    split: &Split,
-    cfg: &DataConfig,
-    image_size: usize,
-    batch_size: usize,
-    device: &Device,
-) -> Arc<dyn DataLoader<ClassificationBatch>> {
-    let transform = EvalTransform {
-        size: image_size,
-        crop_fraction: cfg.crop_fraction,
-        mean: cfg.mean.map(|x| x as f32),
-        std: cfg.std.map(|x| x as f32),
-        interpolation: cfg.interpolation,
-    };
-    let ds = EvalDataset { source: split.dataset.clone(), transform };
-    let batcher = ClassificationBatcher { size: image_size, num_classes: 0, mix: None, seed: 0 };
-    DataLoaderBuilder::new(batcher)
-        .batch_size(batch_size)
-        .num_workers(cfg.num_workers)
-        .set_device(device.clone())
-        .build(ds)
 }

@@ -2,8 +2,8 @@
 //!
 //! [`open_dataset`] reads a dataset in its official on-disk format (CIFAR-100 binary or python,
 //! Flowers-102, or an image folder) into named [`Split`]s of decoded [`ImageItem`]s;
-//! [`train_loader`] and [`eval_loader`] turn a split into burn data loaders of
-//! [`ClassificationBatch`]es. Augmentation is a pure function of (seed, epoch, sample index), so
+//! a [`LoaderSpec`] turns a split into burn data loaders of [`ClassificationBatch`]es;
+//! [`preprocess`] is the evaluation transform (also `predict`'s). Augmentation is a pure function of (seed, epoch, sample index), so
 //! a run is reproducible whatever the worker interleaving.
 
 mod augment;
@@ -12,19 +12,19 @@ mod cifar;
 mod error;
 mod flowers;
 mod folder;
+mod loader;
 mod mix;
 pub mod pickle;
+pub mod preprocess;
 mod randaugment;
 
 pub use augment::{RandomResizedCrop, TrainTransform, sample_rng};
-pub use batcher::{
-    ClassificationBatch, ClassificationBatcher, EpochControl, Sample, TrainDataset, eval_loader, train_loader,
-    train_loader_split, train_loader_with_control,
-};
+pub use batcher::{ClassificationBatch, ClassificationBatcher, EpochControl, Sample, TrainDataset};
 pub use cifar::{CifarDataset, open_cifar_binary, open_cifar_python};
 pub use error::DataError;
 pub use flowers::{FlowersDataset, open_flowers102};
 pub use folder::{FolderDataset, open_folder};
+pub use loader::LoaderSpec;
 pub use mix::{MixParams, Mixed, mix_batch};
 pub use randaugment::{RAND_AUGMENT_OPS, rand_augment};
 

@@ -1,9 +1,10 @@
 //! burn-train's per-epoch checkpoints in `RUN_DIR/checkpoint/`: which epochs there are, which
 //! can be resumed from, which are pruned, and loading one as a network.
 
+use super::read_metrics;
 use crate::learner::{StepSettings, TrainingModel};
 use crate::progress::EpochRow;
-use crate::trainer::{TrainError, read_metrics};
+use crate::trainer::TrainError;
 use burn::lr_scheduler::LrSchedulerRecord;
 use burn::module::Module;
 use burn::optim::OptimizerRecord;
@@ -165,7 +166,7 @@ pub fn load_training_checkpoint(
     ema_decay: Option<f64>,
     device: &Device,
 ) -> Result<TrainingModel, TrainError> {
-    let settings = StepSettings { ema_decay, ..crate::trainer::settings_for_export() };
+    let settings = StepSettings::for_loading(ema_decay);
     TrainingModel::new(EfficientNet::new(arch, device), settings, 0)
         .try_load_file(path)
         .map_err(|e| TrainError::Run(format!("{}: {}", path.display(), one_line(&e.to_string()))))

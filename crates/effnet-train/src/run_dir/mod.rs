@@ -18,17 +18,19 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 mod checkpoints;
+mod outputs;
 mod resume_config;
 
 pub use checkpoints::*;
 use checkpoints::{checkpoint_path, epochs_on_disk};
+pub use outputs::*;
 use resume_config::check_resume_config;
 pub use resume_config::*;
 
 /// The lock file in the run directory; it holds the PID of the run that holds the lock.
 pub const LOCK_FILE: &str = "train.lock";
 
-/// Files written at the end of a run, after the last epoch (see `trainer::finish`).
+/// Files written at the end of a run, after the last epoch (see [`write_end_of_run`]).
 const END_OF_RUN_FILES: &[&str] = &["latest.bpk", "summary.json", "loss.png", "accuracy.png"];
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {

@@ -7,11 +7,11 @@ use image::imageops::FilterType;
 use std::path::Path;
 
 /// ImageNet mean and standard deviation on the 0–1 pixel scale (effnet-config's, in f32).
-pub const IMAGENET_MEAN: [f32; 3] = to_f32(effnet_config::schema::IMAGENET_MEAN);
-pub const IMAGENET_STD: [f32; 3] = to_f32(effnet_config::schema::IMAGENET_STD);
-/// TF EfficientNet-Lite's `(x − 127) / 128` on 0–255 pixels, expressed on the 0–1 scale.
-pub const LITE_MEAN: [f32; 3] = [127.0 / 255.0; 3];
-pub const LITE_STD: [f32; 3] = [128.0 / 255.0; 3];
+pub const IMAGENET_MEAN: [f32; 3] = to_f32(effnet_config::IMAGENET.mean);
+pub const IMAGENET_STD: [f32; 3] = to_f32(effnet_config::IMAGENET.std);
+/// TF EfficientNet-Lite's `(x − 127) / 128` (effnet-config's, in f32).
+pub const LITE_MEAN: [f32; 3] = to_f32(effnet_config::LITE.mean);
+pub const LITE_STD: [f32; 3] = to_f32(effnet_config::LITE.std);
 
 const fn to_f32(v: [f64; 3]) -> [f32; 3] {
     [v[0] as f32, v[1] as f32, v[2] as f32]

@@ -1,4 +1,5 @@
-//! Training-side conventions: the drop-connect schedule and TF → burn BatchNorm momentum.
+//! Two TensorFlow conventions resolved into the [`crate::Architecture`] once, so that model and
+//! training only read them: the per-block drop-connect schedule and TF → burn BatchNorm momentum.
 
 /// Converts TensorFlow's BatchNorm momentum (`running = m·running + (1−m)·batch`, TF default
 /// 0.99) to burn's and PyTorch's (`running = (1−m)·running + m·batch`): `1 − m`.
