@@ -1,12 +1,12 @@
 //! The network on wgpu against flex: eval-mode logits, and one SGD training step (train-mode
-//! BatchNorm, backward, update). Built only with `--features wgpu` or `wgpu-plain`; without a GPU
+//! BatchNorm, backward, update), in f32 and with f16 mixed precision on wgpu. Built only with `--features wgpu` or `wgpu-plain`; without a GPU
 //! it runs on Mesa's lavapipe (a Vulkan driver on the CPU), see `scripts/test_wgpu.sh`.
 #![cfg(feature = "wgpu-plain")]
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::DeviceKind;
+use burn::tensor::{DeviceKind, FloatDType};
 use effnet_config::{Architecture, ModelConfig, OptimConfig, OptimizerKind};
 use effnet_model::EfficientNet;
 use effnet_train::optim::build_optimizer;
@@ -19,6 +19,14 @@ const LOSS_TOL: f32 = 1e-4;
 /// Loss after one SGD step, relative (measured 1.2e-4 on lavapipe: the step's large gradients
 /// amplify the backends' rounding differences).
 const LOSS_AFTER_REL_TOL: f32 = 1e-3;
+
+/// f16 mixed precision on wgpu against f32 on flex: the loss before and after one SGD step at
+/// LR 0.005, relative (measured 5.7e-3 and 1.5e-2 on lavapipe). The step is small because after
+/// one step at 0.05 a fresh network's loss depends chaotically on its gradients' rounding (from
+/// 2.79: f32 3.05, f16 on flex 2.51, f16 on wgpu 3.11 and 3.25 in two runs); at 0.005 both steps
+/// lower the loss, by less than f16's own forward rounding moves it.
+const F16_LOSS_REL_TOL: f32 = 3e-2;
+const F16_STEP_LR: f64 = 0.005;
 
 const N: usize = 8;
 const SIZE: usize = 32;
@@ -46,9 +54,9 @@ fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
-/// Eval-mode logits, then (loss before, loss after) one SGD step at LR 0.05 on the same batch,
-/// and the eval-mode logits of the stepped network.
-fn run(net: EfficientNet, device: &Device) -> (Vec<f32>, f32, f32, Vec<f32>) {
+/// Eval-mode logits, then (loss before, loss after) one SGD step at `lr` on the same batch, and
+/// the eval-mode logits of the stepped network.
+fn run(net: EfficientNet, device: &Device, lr: f64) -> (Vec<f32>, f32, f32, Vec<f32>) {
     let (x, _) = batch(&device.clone().inner());
     let logits = vec(net.valid().forward(x));
     let (x, y) = batch(device);
@@ -57,7 +65,7 @@ fn run(net: EfficientNet, device: &Device) -> (Vec<f32>, f32, f32, Vec<f32>) {
     let before = vec(loss.clone())[0];
     let grads = GradientsParams::from_grads(loss.backward(), &net);
     let cfg = OptimConfig { name: OptimizerKind::Sgd, momentum: 0.0, weight_decay: 0.0, ..OptimConfig::default() };
-    let net = build_optimizer(&cfg, None).step(0.05f64, net, grads);
+    let net = build_optimizer(&cfg, None).step(lr, net, grads);
     let after = vec(ce.forward(net.forward(x), y))[0];
     let (x, _) = batch(&device.clone().inner());
     (logits, before, after, vec(net.valid().forward(x)))
@@ -79,10 +87,10 @@ fn wgpu_matches_flex_forward_and_one_training_step() {
     net_gpu.load_weights(&path, &arch).unwrap();
 
     let t = std::time::Instant::now();
-    let (l_flex, b_flex, a_flex, s_flex) = run(net, &flex);
+    let (l_flex, b_flex, a_flex, s_flex) = run(net, &flex, 0.05);
     let t_flex = t.elapsed();
     let t = std::time::Instant::now();
-    let (l_gpu, b_gpu, a_gpu, s_gpu) = run(net_gpu, &gpu);
+    let (l_gpu, b_gpu, a_gpu, s_gpu) = run(net_gpu, &gpu, 0.05);
     let t_gpu = t.elapsed();
     // Only now: loaded weights are read from the file lazily.
     std::fs::remove_file(&path).unwrap();
@@ -102,4 +110,40 @@ fn wgpu_matches_flex_forward_and_one_training_step() {
     assert!((a_flex - a_gpu).abs() < LOSS_AFTER_REL_TOL * a_flex, "loss after a step {a_flex} vs {a_gpu}");
     // The step changed the network (the same way on both).
     assert!((a_flex - b_flex).abs() > 1e-2, "loss {b_flex} -> {a_flex}");
+}
+
+#[test]
+fn f16_mixed_precision_step_on_wgpu_follows_f32() {
+    let arch = arch();
+    let flex = Device::flex().autodiff();
+    flex.seed(4);
+    let net = EfficientNet::new(&arch, &flex);
+    let path = std::env::temp_dir().join(format!("effnet-wgpu-f16-{}.bpk", std::process::id()));
+    net.save_weights(&path).unwrap();
+    effnet_train::fusion::configure().unwrap();
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
+    let mut net_gpu = EfficientNet::new(&arch, &gpu);
+    net_gpu.load_weights(&path, &arch).unwrap();
+    // Convolutions and the classifier in f16 on f32 weights; BatchNorm and the loss in f32.
+    net_gpu.set_autocast(Some(FloatDType::F16));
+
+    let (_, b32, a32, _) = run(net, &flex, F16_STEP_LR);
+    let t = std::time::Instant::now();
+    let (l_gpu, b16, a16, s_gpu) = run(net_gpu, &gpu, F16_STEP_LR);
+    std::fs::remove_file(&path).unwrap();
+    let rel = |a: f32, b: f32| (a - b).abs() / a.abs();
+    eprintln!(
+        "f16 on wgpu: loss before {b32:.6} (f32 flex) / {b16:.6}, after one step {a32:.6} / {a16:.6}, \
+         rel {:.2e} / {:.2e}, step {:.3e} / {:.3e}; {:.1?}",
+        rel(b32, b16),
+        rel(a32, a16),
+        a32 - b32,
+        a16 - b16,
+        t.elapsed()
+    );
+    assert!(l_gpu.iter().chain(&s_gpu).all(|v| v.is_finite()), "non-finite f16 logits");
+    assert!(rel(b32, b16) < F16_LOSS_REL_TOL, "loss {b32} (f32) vs {b16} (f16)");
+    assert!(rel(a32, a16) < F16_LOSS_REL_TOL, "loss after a step {a32} (f32) vs {a16} (f16)");
+    // The f16 step moved the f32 weights the way the f32 step did.
+    assert!((a16 - b16) * (a32 - b32) > 0.0, "f32 step {b32} -> {a32}, f16 step {b16} -> {a16}");
 }
