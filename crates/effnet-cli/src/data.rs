@@ -149,7 +149,7 @@ pub fn bench(
     let batch_size = batch_size.unwrap_or(cfg.train.batch_size);
     let device = Device::flex();
     let spec = LoaderSpec {
-        normalization: data.normalization(arch.family),
+        normalization: data.normalization(),
         data: data.clone(),
         image_size: size,
         batch_size,

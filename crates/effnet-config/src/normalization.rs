@@ -1,5 +1,5 @@
-//! Input normalisation per model family: what a network's pixels are divided by, in one place
-//! for training, evaluation, prediction and export.
+//! Input normalisation: ImageNet's and Lite's statistics, and which family's released weights
+//! were trained on which.
 
 use crate::variant::Family;
 use serde::Serialize;
@@ -24,8 +24,9 @@ pub const IMAGENET: Normalization = Normalization { mean: IMAGENET_MEAN, std: IM
 pub const LITE: Normalization = Normalization { mean: [127.0 / 255.0; 3], std: [128.0 / 255.0; 3] };
 
 impl Family {
-    /// The normalisation a family's released weights were trained with; `[data] mean/std`
-    /// override it (see [`crate::DataConfig::normalization`]).
+    /// The normalisation a family's released weights were trained with: what `predict` applies
+    /// to released weights without a run (training's default is ImageNet's for every family,
+    /// see [`crate::DataConfig::normalization`]).
     pub fn normalization(self) -> Normalization {
         match self {
             Family::Standard => IMAGENET,

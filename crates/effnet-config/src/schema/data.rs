@@ -2,7 +2,8 @@
 
 use super::check::{in_range_f64, in_range_usize, probability};
 use crate::error::Invalid;
-use crate::normalization::Normalization;
+use crate::normalization::{IMAGENET, Normalization};
+#[cfg(doc)]
 use crate::variant::Family;
 use serde::{Deserialize, Serialize};
 
@@ -91,13 +92,13 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
-    /// The input normalisation: `mean`/`std` where the TOML sets them, otherwise the statistics
-    /// the model family's released weights were trained on (ImageNet's for B*, Lite's
-    /// `(x − 127)/128`), so a fine-tune feeds pretrained weights what they expect and `predict`
-    /// on its run normalises as training did.
-    pub fn normalization(&self, family: Family) -> Normalization {
-        let default = family.normalization();
-        Normalization { mean: self.mean.unwrap_or(default.mean), std: self.std.unwrap_or(default.std) }
+    /// The input normalisation of training and evaluation: `mean`/`std` where the TOML sets them,
+    /// otherwise ImageNet's for every family. Fine-tuning the ImageNet Lite0 weights with Lite's
+    /// own `(x − 127)/128` instead gave 2 points less top-1 (BENCHMARKS.md "Fine-tuning", three
+    /// seeds each). A run's `config.toml` records the values ([`crate::EffnetConfig::resolved`]);
+    /// predicting with released weights and no run uses the family's ([`Family::normalization`]).
+    pub fn normalization(&self) -> Normalization {
+        Normalization { mean: self.mean.unwrap_or(IMAGENET.mean), std: self.std.unwrap_or(IMAGENET.std) }
     }
 
     /// Range checks of `[data]` and `[data.augment]`.
@@ -191,16 +192,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_section_checks_itself_and_defaults_to_the_family_statistics() {
+    fn the_section_checks_itself_and_defaults_to_imagenet_statistics() {
         let d = DataConfig::default();
         assert_eq!(d.validate(), Ok(()));
-        let n = d.normalization(Family::Standard);
+        let n = d.normalization();
         assert_eq!((n.mean, n.std), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]));
-        assert_eq!(d.normalization(Family::Lite).std, [128.0 / 255.0; 3]);
-        // A key the TOML sets wins over the family's, each on its own.
+        // A key the TOML sets wins, each on its own.
         let half = DataConfig { mean: Some([0.5; 3]), ..d.clone() };
-        assert_eq!(half.normalization(Family::Lite).mean, [0.5; 3]);
-        assert_eq!(half.normalization(Family::Lite).std, [128.0 / 255.0; 3]);
+        assert_eq!((half.normalization().mean, half.normalization().std), ([0.5; 3], [0.229, 0.224, 0.225]));
         let bad = DataConfig { std: Some([0.2, 0.0, 0.2]), ..d.clone() };
         let e = bad.validate().unwrap_err();
         assert_eq!((e.key.as_str(), e.value.as_str(), e.reason.as_str()), ("data.std[1]", "0", "must be positive"));

@@ -69,12 +69,12 @@ impl EffnetConfig {
         self.validate_across_sections()
     }
 
-    /// The config with the defaults that depend on another section written out, as a run
-    /// directory's `config.toml` records it: `[data] mean/std` from the model family when the
-    /// TOML leaves them unset (see [`DataConfig::normalization`]).
+    /// The config with every default written out, as a run directory's `config.toml` records
+    /// it: `[data] mean/std` as training used them (see [`DataConfig::normalization`]), so that
+    /// `predict --run` normalises as training did.
     pub fn resolved(&self) -> Self {
         let mut out = self.clone();
-        let n = self.data.normalization(self.model.family());
+        let n = self.data.normalization();
         (out.data.mean, out.data.std) = (Some(n.mean), Some(n.std));
         out
     }
@@ -130,11 +130,11 @@ mod tests {
     }
 
     #[test]
-    fn resolved_writes_out_the_family_normalisation() {
+    fn resolved_writes_out_the_normalisation() {
         let lite = parse("[model]\nvariant = \"lite0\"\n").unwrap();
         assert_eq!(lite.data.mean, None);
         let r = lite.resolved();
-        assert_eq!((r.data.mean, r.data.std), (Some(crate::LITE.mean), Some(crate::LITE.std)));
+        assert_eq!((r.data.mean, r.data.std), (Some(crate::IMAGENET.mean), Some(crate::IMAGENET.std)));
         let b0 = parse("[data]\nstd = [0.5, 0.5, 0.5]\n").unwrap().resolved();
         assert_eq!((b0.data.mean, b0.data.std), (Some(crate::IMAGENET_MEAN), Some([0.5; 3])));
         // Written out, the resolved config reads back as itself.

@@ -110,14 +110,6 @@ impl ModelConfig {
             .map_err(|e| Invalid::new("model.variant", format!("{:?}", self.variant), format!("{e}, or custom")))
     }
 
-    /// The family of `variant` (a custom network is a B*).
-    pub fn family(&self) -> Family {
-        match self.variant_choice() {
-            Ok(VariantChoice::Released(v)) => v.family(),
-            _ => Family::Standard,
-        }
-    }
-
     /// Checks the section: it must resolve into a stage table.
     pub fn validate(&self) -> Result<(), Invalid> {
         self.architecture().map(|_| ())

@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub struct LoaderSpec {
     /// `[data]`: transforms, augmentation, workers.
     pub data: DataConfig,
-    /// `[data] mean/std`, or the model family's (see [`DataConfig::normalization`]).
+    /// `[data] mean/std` or their default (see [`DataConfig::normalization`]).
     pub normalization: Normalization,
     pub image_size: usize,
     /// Images per batch (per device for [`LoaderSpec::train_split`]).
@@ -31,7 +31,7 @@ impl LoaderSpec {
     pub fn new(cfg: &EffnetConfig, arch: &Architecture) -> Self {
         Self {
             data: cfg.data.clone(),
-            normalization: cfg.data.normalization(arch.family),
+            normalization: cfg.data.normalization(),
             image_size: cfg.data.image_size.unwrap_or(arch.resolution),
             batch_size: cfg.train.batch_size,
             seed: cfg.train.seed,
@@ -127,13 +127,16 @@ mod tests {
     }
 
     #[test]
-    fn normalisation_is_the_familys_unless_data_sets_it() {
+    fn one_normalisation_for_every_loader() {
         let lite = spec("[model]\nvariant = \"lite0\"\n");
-        assert_eq!((lite.normalization, lite.image_size, lite.batch_size), (LITE, 224, 64));
-        assert_eq!(lite.eval_transform().std, LITE.f32().1);
-        assert_eq!(lite.train_transform().mean, LITE.f32().0);
-        assert_eq!(spec("[model]\nvariant = \"b2\"\n").normalization, IMAGENET);
-        let own = spec("[model]\nvariant = \"lite0\"\n[data]\nmean = [0.5, 0.5, 0.5]\nimage_size = 64\n");
-        assert_eq!((own.normalization.mean, own.normalization.std, own.image_size), ([0.5; 3], LITE.std, 64));
+        assert_eq!((lite.normalization, lite.image_size, lite.batch_size), (IMAGENET, 224, 64));
+        assert_eq!(lite.eval_transform().std, IMAGENET.f32().1);
+        assert_eq!(lite.train_transform().mean, IMAGENET.f32().0);
+        let own = spec(
+            "[model]\nvariant = \"lite0\"\n[data]\nmean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\nimage_size = 64\n",
+        );
+        assert_eq!((own.normalization.mean, own.normalization.std, own.image_size), ([0.5; 3], [0.5; 3], 64));
+        assert_eq!(own.eval_transform().mean, [0.5f32; 3]);
+        assert_ne!(LITE, IMAGENET);
     }
 }
