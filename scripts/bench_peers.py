@@ -1,23 +1,34 @@
 #!/usr/bin/env python3
-"""Times EfficientNet in PyTorch (timm) or ONNX Runtime with the protocol of `effnet bench`.
+"""Times EfficientNet in PyTorch (timm: eager NCHW, channels-last, torch.compile), ONNX Runtime or
+OpenVINO with the protocol of `effnet bench`.
 
 Prints one JSON object with the same keys as `effnet bench --json`:
   impl, model, mode, batch, resolution, classes, threads, images_per_sec, median_step_s,
   step_s, peak_rss_mb
 
-  eval  forward on random N(0,1) input under torch.inference_mode() (ORT: session.run),
-        BatchNorm on running statistics, until the logits are in host memory;
+  eval  forward on random N(0,1) input under torch.inference_mode() (torch.compile: no_grad;
+        ORT: session.run; OpenVINO: a compiled model's call), BatchNorm on running statistics,
+        until the logits are in host memory;
   train forward + cross-entropy + backward + SGD(lr 0.01, momentum 0.9) until loss.item();
   --impl torch-loader: images/s of a torchvision DataLoader alone over an image folder
         (PIL decode, RandomResizedCrop, flip, ToTensor, Normalize), like `effnet data bench`.
 Each timed step follows `--warmup` untimed steps; the median is reported.
+
+  --impl torch          eager PyTorch, NCHW (contiguous) model and input;
+  --impl torch-cl       eager PyTorch with model and input `.to(memory_format=torch.channels_last)`;
+  --impl torch-compile  `torch.compile(model)` (inductor) on the channels-last model; compilation
+                        happens in the warm-up steps (at least 3 are run);
+  --impl ort            ONNX Runtime's CPU provider on the model exported to ONNX (opset 17);
+  --impl openvino       OpenVINO: `ov.convert_model(model, example_input=x)` compiled for "CPU"
+                        with INFERENCE_NUM_THREADS = --threads, PERFORMANCE_HINT LATENCY and
+                        INFERENCE_PRECISION_HINT f32 (no bf16 even where the CPU has it).
 
 On a GPU (`--device cuda`): `--amp bf16|fp16` trains under torch.autocast (fp16 with a
 GradScaler, as timm's train.py), `--channels-last` converts the model and input as timm's
 `--channels-last` does; `peak_gpu_mb` is torch.cuda.max_memory_reserved (what the caching
 allocator took from the device) and `peak_gpu_allocated_mb` max_memory_allocated.
 
-Needs: pip install torch timm onnxruntime onnx (scripts/bench_table.py runs it next to effnet).
+Needs: pip install torch timm onnxruntime onnx openvino (scripts/bench_table.py runs it next to effnet).
 """
 
 import argparse
@@ -37,7 +48,8 @@ def peak_rss_mb():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--impl", choices=["torch", "ort", "torch-loader"], default="torch")
+    p.add_argument("--impl", choices=["torch", "torch-cl", "torch-compile", "ort", "openvino", "torch-loader"],
+                   default="torch")
     p.add_argument("--folder", help="image folder (class sub-folders) for --impl torch-loader")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for --impl torch-loader")
     p.add_argument("--batches", type=int, default=8, help="batches timed by --impl torch-loader")
@@ -66,9 +78,13 @@ def main():
     dev = torch.device(a.device)
     model = timm.create_model(a.model, pretrained=False, num_classes=a.classes).to(dev)
     x = torch.randn(a.batch, 3, a.resolution, a.resolution, device=dev)
-    if a.channels_last:
+    if a.channels_last or a.impl in ("torch-cl", "torch-compile"):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    run_model = model
+    if a.impl == "torch-compile":
+        run_model = torch.compile(model)
+        a.warmup = max(a.warmup, 3)
     amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.amp]
 
     def autocast():
@@ -76,9 +92,23 @@ def main():
     times = []
     steps = a.warmup + max(a.runs, 1)
 
-    if a.impl == "ort":
-        if a.mode != "eval":
-            sys.exit("ONNX Runtime is timed for eval only")
+    if a.impl in ("ort", "openvino") and a.mode != "eval":
+        sys.exit(f"{a.impl} is timed for eval only")
+    if a.impl == "openvino":
+        import openvino as ov
+
+        model.eval()
+        core = ov.Core()
+        with torch.no_grad():
+            ov_model = ov.convert_model(model, example_input=x)
+        compiled = core.compile_model(ov_model, "CPU", {
+            "INFERENCE_NUM_THREADS": a.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        xn = x.contiguous().numpy()
+        for _ in range(steps):
+            t = time.perf_counter()
+            compiled(xn)[0]
+            times.append(time.perf_counter() - t)
+    elif a.impl == "ort":
         import onnxruntime as ort
 
         model.eval()
@@ -96,10 +126,12 @@ def main():
             times.append(time.perf_counter() - t)
     elif a.mode == "eval":
         model.eval()
-        with torch.inference_mode(), autocast():
+        # inductor does not trace under inference_mode's inference tensors: no_grad for it.
+        grad_off = torch.no_grad() if a.impl == "torch-compile" else torch.inference_mode()
+        with grad_off, autocast():
             for _ in range(steps):
                 t = time.perf_counter()
-                model(x).float().cpu().numpy()
+                run_model(x).float().cpu().numpy()
                 times.append(time.perf_counter() - t)
     else:
         model.train()
@@ -111,7 +143,7 @@ def main():
             t = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             with autocast():
-                loss = loss_fn(model(x), labels)
+                loss = loss_fn(run_model(x), labels)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
@@ -131,7 +163,8 @@ def main():
             "torch": torch.__version__,
         }
     print(json.dumps({
-        "impl": "onnxruntime" if a.impl == "ort" else "pytorch",
+        "impl": {"ort": "onnxruntime", "openvino": "openvino", "torch-cl": "pytorch-channels-last",
+                 "torch-compile": "torch.compile"}.get(a.impl, "pytorch"),
         "model": a.model,
         "mode": a.mode,
         "batch": a.batch,
@@ -142,8 +175,21 @@ def main():
         "median_step_s": med,
         "step_s": timed,
         "peak_rss_mb": peak_rss_mb(),
+        "versions": versions(a.impl),
         **extra,
     }))
+
+
+def versions(impl):
+    import torch
+    v = {"torch": torch.__version__}
+    if impl == "ort":
+        import onnxruntime
+        v["onnxruntime"] = onnxruntime.__version__
+    if impl == "openvino":
+        import openvino
+        v["openvino"] = openvino.__version__
+    return v
 
 
 def loader(a):

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Runs `effnet bench` and its peers (scripts/bench_peers.py: PyTorch/timm, ONNX Runtime)
-side by side, interleaved (A B C A B C ...: this machine is noisy), and prints the
-BENCHMARKS.md table: the median over rounds of each process's median images/s, the ratios
-effnet / peer, and each one's peak RSS.
+"""Runs `effnet bench` and its peers (scripts/bench_peers.py: PyTorch eager NCHW, PyTorch
+channels-last, torch.compile, ONNX Runtime, OpenVINO; timm `efficientnet_b0` for each) side by
+side, interleaved (A B C A B C ...: this machine is noisy), and prints the BENCHMARKS.md tables:
+the machine (CPU model, AVX2/AVX-512 flags), the median over rounds of each process's median
+images/s, effnet / the best peer per row and per round, and each one's peak RSS.
 
   python3 scripts/bench_table.py --effnet target/release/effnet --python /tmp/refvenv/bin/python \
       --rounds 3 --out bench-results.jsonl
@@ -22,6 +23,28 @@ ROWS = [  # (mode, batch, resolution, classes)
     ("train", 32, 32, 100),
     ("train", 8, 224, 1000),
 ]
+
+
+# (column name, bench_peers.py --impl): the engines a user who cares about CPU speed would pick.
+PEERS = [
+    ("pytorch", "torch"),
+    ("pytorch channels-last", "torch-cl"),
+    ("torch.compile", "torch-compile"),
+    ("onnxruntime", "ort"),
+    ("openvino", "openvino"),
+]
+
+
+def machine():
+    """`lscpu`'s model name and the SIMD flags that pick kernels (effnet's and the peers')."""
+    model, flags = "unknown CPU", set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name") and model == "unknown CPU":
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(simd) or 'no AVX2'}"
 
 
 def run(cmd, env=None):
@@ -66,9 +89,9 @@ def main():
                 # (crates/effnet-cli/src/memory.rs); MALLOC_PERTURB_=0 is glibc's own default.
                 impls["effnet (glibc malloc defaults)"] = impls["effnet"]
                 envs["effnet (glibc malloc defaults)"] = {"MALLOC_PERTURB_": "0"}
-            impls["pytorch"] = [a.python, peers, "--impl", "torch", *common]
-            if mode == "eval":
-                impls["onnxruntime"] = [a.python, peers, "--impl", "ort", *common]
+            for name, impl in PEERS:
+                if mode == "eval" or impl.startswith("torch"):
+                    impls[name] = [a.python, peers, "--impl", impl, *common]
             for r in range(a.rounds):
                 for name, cmd in impls.items():
                     j = run(cmd, envs.get(name))
@@ -97,24 +120,33 @@ def main():
                     results.setdefault(("loader", 32, 224, 0), {}).setdefault(name, []).append(j)
                     print(f"loader {name:18} round {r}: {j['images_per_sec']:8.1f} img/s", file=sys.stderr)
 
-    print("| workload | effnet img/s | PyTorch img/s | ORT img/s | effnet / PyTorch | effnet / ORT | "
-          "burn ops img/s | peak RSS effnet / PyTorch / ORT (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"Machine: {machine()}")
+    print()
+    names = [n for n, _ in PEERS]
+    print("| workload | effnet img/s | " + " | ".join(f"{n} img/s" for n in names) + " | best peer | effnet / best | "
+          "effnet / best per round | peak RSS effnet / PyTorch eager (MB) |")
+    print("|---|---|" + "---|" * len(names) + "---|---|---|---|")
     for (mode, batch, res, classes), by in results.items():
         if mode == "loader":
             e = statistics.median(j["images_per_sec"] for j in by["effnet"])
             t = statistics.median(j["images_per_sec"] for j in by["pytorch"])
             print(f"| data loader alone: 320 JPEGs 500×375 → RRC 224 + flip, batch 32, 2 workers | **{e:.1f}** | "
-                  f"{t:.1f} | – | **{e / t:.2f}×** | – | – | "
-                  f"{max(j['peak_rss_mb'] for j in by['effnet']):.0f} / {max(j['peak_rss_mb'] for j in by['pytorch']):.0f} / – |")
+                  f"{t:.1f} | " + "– | " * (len(names) - 1) + f"pytorch | **{e / t:.2f}×** | – | "
+                  f"{max(j['peak_rss_mb'] for j in by['effnet']):.0f} / {max(j['peak_rss_mb'] for j in by['pytorch']):.0f} |")
             continue
         med = {k: statistics.median(j["images_per_sec"] for j in v) for k, v in by.items()}
         rss = {k: max(j["peak_rss_mb"] for j in v) for k, v in by.items()}
-        e, t, o = med["effnet"], med["pytorch"], med.get("onnxruntime")
-        fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
-        print(f"| B0 {mode} b{batch} {res}² ({classes} classes) | **{e:.1f}** | {t:.1f} | {fmt(o)} | "
-              f"**{e / t:.2f}×** | {'–' if o is None else f'{e / o:.2f}×'} | {fmt(med.get('effnet (burn ops)'))} | "
-              f"{rss['effnet']:.0f} / {rss['pytorch']:.0f} / {fmt(rss.get('onnxruntime'))} |")
+        present = [n for n in names if n in med]
+        best = max(present, key=lambda n: med[n])
+        rounds = sorted({j["round"] for j in by["effnet"]})
+        per_round = []
+        for r in rounds:
+            at = {k: next(j["images_per_sec"] for j in v if j["round"] == r) for k, v in by.items()}
+            per_round.append(at["effnet"] / max(at[n] for n in present))
+        cells = " | ".join(f"{med[n]:.1f}" if n in med else "–" for n in names)
+        print(f"| B0 {mode} b{batch} {res}² ({classes} classes) | **{med['effnet']:.1f}** | {cells} | {best} | "
+              f"**{med['effnet'] / med[best]:.2f}×** | {', '.join(f'{x:.2f}' for x in per_round)} | "
+              f"{rss['effnet']:.0f} / {rss['pytorch']:.0f} |")
     variant = lambda n: n.startswith("effnet (") and n != "effnet (burn ops)"  # noqa: E731
     ablation = [(k, by) for k, by in results.items() if k[0] != "loader" and any("only" in n for n in by)]
     if ablation:
