@@ -71,20 +71,27 @@ fn run(net: EfficientNet, device: &Device, lr: f64) -> (Vec<f32>, f32, f32, Vec<
     (logits, before, after, vec(net.valid().forward(x)))
 }
 
-#[test]
-fn wgpu_matches_flex_forward_and_one_training_step() {
+/// A network initialised on flex from `seed`, the same weights on wgpu (through a file: a fork
+/// would share BatchNorm state), both on autodiff devices, and the file (read lazily: remove it
+/// after the wgpu network has run).
+fn flex_and_wgpu(seed: u64, name: &str) -> (EfficientNet, Device, EfficientNet, Device, std::path::PathBuf) {
     let arch = arch();
     let flex = Device::flex().autodiff();
-    flex.seed(3);
+    flex.seed(seed);
     let net = EfficientNet::new(&arch, &flex);
-    // The same weights on wgpu, through a file (a fork would share BatchNorm state).
-    let path = std::env::temp_dir().join(format!("effnet-wgpu-{}.bpk", std::process::id()));
+    let path = std::env::temp_dir().join(format!("effnet-{name}-{}.bpk", std::process::id()));
     net.save_weights(&path).unwrap();
     // `EFFNET_GPU_FUSION` (scripts/test.sh: off on lavapipe) as `effnet` applies it.
     effnet_train::fusion::configure().unwrap();
     let gpu = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
     let mut net_gpu = EfficientNet::new(&arch, &gpu);
     net_gpu.load_weights(&path, &arch).unwrap();
+    (net, flex, net_gpu, gpu, path)
+}
+
+#[test]
+fn wgpu_matches_flex_forward_and_one_training_step() {
+    let (net, flex, net_gpu, gpu, path) = flex_and_wgpu(3, "wgpu");
 
     let t = std::time::Instant::now();
     let (l_flex, b_flex, a_flex, s_flex) = run(net, &flex, 0.05);
@@ -114,16 +121,7 @@ fn wgpu_matches_flex_forward_and_one_training_step() {
 
 #[test]
 fn f16_mixed_precision_step_on_wgpu_follows_f32() {
-    let arch = arch();
-    let flex = Device::flex().autodiff();
-    flex.seed(4);
-    let net = EfficientNet::new(&arch, &flex);
-    let path = std::env::temp_dir().join(format!("effnet-wgpu-f16-{}.bpk", std::process::id()));
-    net.save_weights(&path).unwrap();
-    effnet_train::fusion::configure().unwrap();
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
-    let mut net_gpu = EfficientNet::new(&arch, &gpu);
-    net_gpu.load_weights(&path, &arch).unwrap();
+    let (net, flex, mut net_gpu, gpu, path) = flex_and_wgpu(4, "wgpu-f16");
     // Convolutions and the classifier in f16 on f32 weights; BatchNorm and the loss in f32.
     net_gpu.set_autocast(Some(FloatDType::F16));
 
