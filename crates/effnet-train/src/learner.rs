@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
-use effnet_config::Precision;
+use effnet_config::{Architecture, Precision};
 use effnet_model::EfficientNet;
 
 /// Settings of the step that are not weights.
@@ -19,7 +19,10 @@ pub struct StepSettings {
     pub seed: u64,
     /// EMA decay (None: no EMA).
     pub ema_decay: Option<f64>,
-    /// Ramp each block's drop-connect rate (the architecture's) from 0 over `total_steps`.
+    /// Each block's drop-connect rate at full strength, as the architecture resolved it
+    /// (`BlockSpec::drop_connect_rate`); set on the network at every phase's start.
+    pub drop_connect: Vec<f64>,
+    /// Ramp every block's rate from 0 over `total_steps`.
     pub drop_connect_ramp: bool,
     pub total_steps: usize,
     /// Micro-batch gradients burn adds into one optimizer step: the devices of the `multi`
@@ -33,18 +36,25 @@ pub struct StepSettings {
 }
 
 impl StepSettings {
-    /// Settings for a network loaded from a checkpoint to be evaluated or exported, not trained.
-    pub(crate) fn for_loading(ema_decay: Option<f64>) -> Self {
+    /// Settings for a network of `arch` loaded from a checkpoint to be evaluated or exported,
+    /// not trained.
+    pub(crate) fn for_loading(arch: &Architecture, ema_decay: Option<f64>) -> Self {
         Self {
             label_smoothing: 0.0,
             seed: 0,
             ema_decay,
+            drop_connect: drop_connect_of(arch),
             drop_connect_ramp: false,
             total_steps: 1,
             summed_gradients: 1,
             precision: Precision::F32,
         }
     }
+}
+
+/// Each block's full-strength drop-connect rate of `arch`.
+pub fn drop_connect_of(arch: &Architecture) -> Vec<f64> {
+    arch.blocks().iter().map(|b| b.drop_connect_rate).collect()
 }
 
 /// What burn-train's learner holds: the live network and its exponential moving average.
@@ -62,9 +72,6 @@ pub struct TrainingModel {
     /// f16 mixed precision's dynamic loss scale (None otherwise).
     #[module(skip)]
     pub scaler: Option<LossScaler>,
-    /// Each block's drop-connect rate at full strength, as the architecture resolved it.
-    #[module(skip)]
-    full_drop_connect: Vec<f64>,
 }
 
 impl TrainingModel {
@@ -76,8 +83,8 @@ impl TrainingModel {
         let mut net = net;
         net.set_autocast(Some(float_dtype(settings.precision)));
         let scaler = (settings.precision == Precision::F16).then(|| LossScaler::new(INIT_SCALE, GROWTH_INTERVAL));
-        let full_drop_connect = net.drop_connect_rates();
-        let mut m = Self { net, ema, settings, steps: steps_done, scaler, full_drop_connect };
+        // From the settings, not the network: a later phase's network carries the ramped rates.
+        let mut m = Self { net, ema, settings, steps: steps_done, scaler };
         m.apply_drop_connect(steps_done);
         m
     }
@@ -85,7 +92,7 @@ impl TrainingModel {
     fn apply_drop_connect(&mut self, step: usize) {
         let progress =
             if self.settings.drop_connect_ramp { step as f64 / self.settings.total_steps.max(1) as f64 } else { 1.0 };
-        let rates: Vec<f64> = self.full_drop_connect.iter().map(|r| r * progress.clamp(0.0, 1.0)).collect();
+        let rates: Vec<f64> = self.settings.drop_connect.iter().map(|r| r * progress.clamp(0.0, 1.0)).collect();
         self.net.set_drop_connect_rates(&rates);
     }
 
@@ -158,5 +165,28 @@ impl InferenceStep for TrainingModel {
 
     fn step(&self, batch: ClassificationBatch) -> ClassificationOutput {
         self.forward_classification(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use effnet_config::ModelConfig;
+
+    #[test]
+    fn drop_connect_ramps_from_the_architectures_rates_in_every_phase() {
+        let cfg: ModelConfig =
+            toml::from_str("variant = \"custom\"\nwidth = 0.25\ndepth = 0.25\ndrop_connect_rate = 0.2\n").unwrap();
+        let arch = cfg.architecture().unwrap();
+        let full = drop_connect_of(&arch);
+        assert!((full[full.len() - 1] - 0.2 * (full.len() - 1) as f64 / full.len() as f64).abs() < 1e-12);
+        let settings =
+            StepSettings { drop_connect_ramp: true, total_steps: 10, ..StepSettings::for_loading(&arch, None) };
+        // A second phase starts from the first phase's network, whose rates were ramped down.
+        let mut net = EfficientNet::new(&arch, &burn::prelude::Device::flex().autodiff());
+        net.set_drop_connect_rates(&full.iter().map(|r| r * 0.3).collect::<Vec<_>>());
+        let m = TrainingModel::new(net, settings, 5);
+        let want: Vec<f64> = full.iter().map(|r| r * 0.5).collect();
+        assert_eq!(m.net.drop_connect_rates(), want);
     }
 }

@@ -90,6 +90,7 @@ impl RunPlan {
             label_smoothing: cfg.train.label_smoothing,
             seed: cfg.train.seed,
             ema_decay: cfg.train.ema_decay,
+            drop_connect: crate::learner::drop_connect_of(&arch),
             drop_connect_ramp: cfg.train.drop_connect_ramp,
             total_steps: steps_per_epoch * cfg.train.epochs,
             summed_gradients: parallelism.summed_replicas(replicas) * accumulation,

@@ -3,8 +3,6 @@
 use super::check::{in_range_f64, in_range_usize, probability};
 use crate::error::Invalid;
 use crate::normalization::{IMAGENET, Normalization};
-#[cfg(doc)]
-use crate::variant::Family;
 use serde::{Deserialize, Serialize};
 
 /// Dataset formats effnet reads.
@@ -96,7 +94,8 @@ impl DataConfig {
     /// otherwise ImageNet's for every family. Fine-tuning the ImageNet Lite0 weights with Lite's
     /// own `(x − 127)/128` instead gave 2 points less top-1 (BENCHMARKS.md "Fine-tuning", three
     /// seeds each). A run's `config.toml` records the values ([`crate::EffnetConfig::resolved`]);
-    /// predicting with released weights and no run uses the family's ([`Family::normalization`]).
+    /// predicting with released weights and no run uses the family's
+    /// ([`crate::Family::normalization`]).
     pub fn normalization(&self) -> Normalization {
         Normalization { mean: self.mean.unwrap_or(IMAGENET.mean), std: self.std.unwrap_or(IMAGENET.std) }
     }

@@ -166,7 +166,7 @@ pub fn load_training_checkpoint(
     ema_decay: Option<f64>,
     device: &Device,
 ) -> Result<TrainingModel, TrainError> {
-    let settings = StepSettings::for_loading(ema_decay);
+    let settings = StepSettings::for_loading(arch, ema_decay);
     TrainingModel::new(EfficientNet::new(arch, device), settings, 0)
         .try_load_file(path)
         .map_err(|e| TrainError::Run(format!("{}: {}", path.display(), one_line(&e.to_string()))))
