@@ -9,9 +9,6 @@ use std::path::Path;
 /// ImageNet mean and standard deviation on the 0–1 pixel scale (effnet-config's, in f32).
 pub const IMAGENET_MEAN: [f32; 3] = to_f32(effnet_config::IMAGENET.mean);
 pub const IMAGENET_STD: [f32; 3] = to_f32(effnet_config::IMAGENET.std);
-/// TF EfficientNet-Lite's `(x − 127) / 128` (effnet-config's, in f32).
-pub const LITE_MEAN: [f32; 3] = to_f32(effnet_config::LITE.mean);
-pub const LITE_STD: [f32; 3] = to_f32(effnet_config::LITE.std);
 
 const fn to_f32(v: [f64; 3]) -> [f32; 3] {
     [v[0] as f32, v[1] as f32, v[2] as f32]
@@ -332,7 +329,8 @@ mod tests {
     fn resize_crop_normalise_shapes_and_values() {
         // A 300×200 image of constant grey 127 normalises to 0 under the Lite statistics.
         let img = RgbImage::from_pixel(300, 200, image::Rgb([127, 127, 127]));
-        let t = EvalTransform { mean: LITE_MEAN, std: LITE_STD, ..EvalTransform::imagenet(64) };
+        let (mean, std) = effnet_config::LITE.f32();
+        let t = EvalTransform { mean, std, ..EvalTransform::imagenet(64) };
         let v = t.apply(&img);
         assert_eq!(v.len(), 3 * 64 * 64);
         assert!(v.iter().all(|x| x.abs() < 1e-6));
