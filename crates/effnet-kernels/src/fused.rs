@@ -54,8 +54,8 @@ fn channels_last_strides([_, c, h, w]: [usize; 4]) -> Vec<isize> {
     vec![(h * w * c) as isize, 1, (w * c) as isize, c as isize]
 }
 
-/// `act(scale ⊙ conv1×1(gates ⊙ x) + shift) + residual` (see [`pointwise::forward_affine`];
-/// small maps through [`channels_last::pointwise_affine`], which returns channels-last).
+/// `act(scale ⊙ conv1×1(gates ⊙ x) + shift) + residual`, channels-last out (see
+/// [`channels_last::pointwise_affine`]).
 pub fn pointwise_affine(
     x: FlexTensor,
     w: FlexTensor,
@@ -70,18 +70,13 @@ pub fn pointwise_affine(
     if let Some(r) = &residual {
         assert_eq!(r.layout().shape(), &Shape::from(out), "residual shape");
     }
-    if channels_last::pointwise_applies(&d) {
-        let (x, residual) = (channels_last(x), residual.map(channels_last));
-        let y = channels_last::pointwise_affine(&d, slice(&x), slice(&w), bn, act, gates, residual.as_ref().map(slice));
-        return channels_last_tensor(y, out);
-    }
-    let (x, residual) = (contiguous(x), residual.map(contiguous));
-    let y = pointwise::forward_affine(&d, slice(&x), slice(&w), bn, act, gates, residual.as_ref().map(slice));
-    new_tensor(y, Shape::from(out))
+    let (x, residual) = (channels_last(x), residual.map(channels_last));
+    let y = channels_last::pointwise_affine(&d, slice(&x), slice(&w), bn, act, gates, residual.as_ref().map(slice));
+    channels_last_tensor(y, out)
 }
 
-/// `act(scale ⊙ depthwise(x) + shift)` and, with `squeeze`, each plane's mean of the result
-/// (small outputs through [`channels_last::depthwise_affine`], which returns channels-last).
+/// `act(scale ⊙ depthwise(x) + shift)`, channels-last out, and, with `squeeze`, each
+/// channel's spatial mean of the result (see [`channels_last::depthwise_affine`]).
 pub fn depthwise_affine(
     x: FlexTensor,
     w: FlexTensor,
@@ -94,14 +89,46 @@ pub fn depthwise_affine(
     let g = geometry(&x, &w, stride, pads);
     let out = [g.batch, g.channels, g.out_height, g.out_width];
     let mut means = squeeze.then(|| vec![0.0f32; g.batch * g.channels]);
-    if channels_last::depthwise_applies(&g) {
-        let x = channels_last(x);
-        let y = channels_last::depthwise_affine(&g, slice(&x), slice(&w), bn, act, means.as_deref_mut());
-        return (channels_last_tensor(y, out), means);
+    let x = channels_last(x);
+    let y = channels_last::depthwise_affine(&g, slice(&x), slice(&w), bn, act, means.as_deref_mut());
+    (channels_last_tensor(y, out), means)
+}
+
+/// A 1×1 expand conv: `[c_exp, c_in, 1, 1]` weights, folded BatchNorm `(scale, shift)`, activation.
+pub type ExpandLayer<'a> = (FlexTensor, (&'a [f32], &'a [f32]), Act);
+
+/// An MBConv block's optional expand conv (`[c_exp, c_in, 1, 1]` weights, folded BatchNorm,
+/// activation) and its depthwise conv, channels-last out, with SE's squeeze as in
+/// [`depthwise_affine`]: fused per band of rows where the expanded map is large (see
+/// [`channels_last::expand_depthwise`]), one after the other otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn expand_depthwise_affine(
+    x: FlexTensor,
+    expand: Option<ExpandLayer>,
+    w: FlexTensor,
+    stride: usize,
+    pads: [(usize, usize); 2],
+    bn: (&[f32], &[f32]),
+    act: Act,
+    squeeze: bool,
+) -> (FlexTensor, Option<Vec<f32>>) {
+    let Some((we, ebn, eact)) = expand else {
+        return depthwise_affine(x, w, stride, pads, bn, act, squeeze);
+    };
+    let shape = x.layout().shape().clone();
+    let channels = we.layout().shape()[0];
+    let k = w.layout().shape()[2];
+    let g = depthwise::Geometry::new([shape[0], channels, shape[2], shape[3]], k, stride, pads);
+    if !channels_last::expand_depthwise_applies(&g) {
+        let y = pointwise_affine(x, we, ebn, eact, None, None);
+        return depthwise_affine(y, w, stride, pads, bn, act, squeeze);
     }
-    let x = contiguous(x);
-    let y = depthwise::forward_affine(&g, slice(&x), slice(&w), bn, act, means.as_deref_mut());
-    (new_tensor(y, Shape::from(out)), means)
+    assert_eq!(w.layout().shape()[0], channels, "depthwise weights for the expanded channels");
+    let mut means = squeeze.then(|| vec![0.0f32; g.batch * g.channels]);
+    let (x, we, w) = (channels_last(x), contiguous(we), contiguous(w));
+    let expand = channels_last::Expand { w: slice(&we), bn: ebn, act: eact };
+    let y = channels_last::expand_depthwise(&g, slice(&x), &expand, slice(&w), bn, act, means.as_deref_mut());
+    (channels_last_tensor(y, [g.batch, g.channels, g.out_height, g.out_width]), means)
 }
 
 /// Global average pooling and the classifier: `mean_hw(x) · W + b` for `x` `[n, c, h, w]` (in
@@ -137,10 +164,10 @@ pub fn pool_linear(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>) -> Fl
     new_tensor(y, Shape::from([n, classes]))
 }
 
-/// `act(scale ⊙ conv(x) + shift)` for a dense (groups = 1) k×k conv without bias (the stem):
-/// the input is unfolded into `c_in·k·k` rows of output columns (im2col) block by block, each
-/// block multiplied by the `[c_out, c_in·k·k]` weights with the epilogue of
-/// [`pointwise::forward_affine`] while it is in cache.
+/// `act(scale ⊙ conv(x) + shift)` for a dense (groups = 1) k×k conv without bias (the stem),
+/// channels-last out: the input is unfolded into `c_in·k·k` rows of output columns (im2col)
+/// block by block, each block multiplied by the `[c_out, c_in·k·k]` weights and finished while
+/// it is in cache (see [`channels_last::blocked`]).
 pub fn conv_affine(
     x: FlexTensor,
     w: FlexTensor,
@@ -161,8 +188,8 @@ pub fn conv_affine(
     let fill =
         |s: usize, p0: usize, block: &mut [f32]| unfold.block(&xs[s * cin * h * wi..][..cin * h * wi], p0, block);
     let d = pointwise::Dims { batch: n, cin: rows, cout, plane };
-    let y = pointwise::forward_affine_unfolded(&d, &fill, slice(&w), bn, act);
-    new_tensor(y, Shape::from([n, cout, out_h, out_w]))
+    let y = channels_last::blocked(&d, channels_last::Input::Unfolded(&fill), slice(&w), bn, act, None);
+    channels_last_tensor(y, [n, cout, out_h, out_w])
 }
 
 /// The im2col of one sample for a k×k conv (see [`conv_affine`]).
@@ -274,6 +301,7 @@ mod tests {
             );
             let (oh_n, ow_n) = ((h + top + bottom - k) / stride + 1, (wi + left + right - k) / stride + 1);
             assert_eq!(y.layout().shape(), &Shape::from([n, cout, oh_n, ow_n]));
+            let y = contiguous(y);
             let y = slice(&y);
             for (i, &got) in y.iter().enumerate() {
                 let (s, o, oh, ow) = (i / (cout * oh_n * ow_n), i / (oh_n * ow_n) % cout, i / ow_n % oh_n, i % ow_n);

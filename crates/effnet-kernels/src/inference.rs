@@ -77,14 +77,10 @@ pub fn conv_bn_act(x: Tensor<4>, layer: &FusedConv) -> Tensor<4> {
 }
 
 /// A whole MBConv block through the fused kernels: expand (fused 1×1) → depthwise with SE's
-/// squeeze in the same pass → SE's gates → project with the gates folded into its GEMM and the
-/// residual added in its epilogue. The caller asked [`fused_inference`].
+/// squeeze in the same pass (the two fused per band of rows on large maps) → SE's gates →
+/// project with the gates folded into its GEMM and the residual added in its epilogue. The caller asked [`fused_inference`].
 pub fn mbconv(x: Tensor<4>, block: &FusedBlock) -> Tensor<4> {
-    let y = match &block.expand {
-        Some(e) => pointwise_bn_act(x.clone(), e, None, None),
-        None => x.clone(),
-    };
-    let (y, means) = depthwise_bn_act(y, &block.depthwise, block.se.is_some());
+    let (y, means) = expand_depthwise_bn_act(x.clone(), block.expand.as_ref(), &block.depthwise, block.se.is_some());
     let gates = block.se.as_ref().zip(means).map(|(se, m)| se_gates(&m, se));
     pointwise_bn_act(y, &block.project, gates.as_deref(), block.residual.then_some(x))
 }
@@ -101,15 +97,31 @@ fn pointwise_bn_act(x: Tensor<4>, layer: &FusedConv, gates: Option<&[f32]>, resi
     fused::tensor(fused::pointwise_affine(fused::raw(x), w, bn(layer), layer.act, gates, residual.map(fused::raw)))
 }
 
-/// `act(scale ⊙ conv(x) + shift)` for a depthwise conv and, with `squeeze`, the `[n, c]`
-/// spatial means of the result.
-fn depthwise_bn_act(x: Tensor<4>, layer: &FusedConv, squeeze: bool) -> (Tensor<4>, Option<Vec<f32>>) {
-    let [_, channels, h, w] = x.dims();
+/// The optional 1×1 expand conv, then `act(scale ⊙ depthwise + shift)`, and, with `squeeze`, the
+/// `[n, c]` spatial means of the result (see [`fused::expand_depthwise_affine`]).
+fn expand_depthwise_bn_act(
+    x: Tensor<4>,
+    expand: Option<&FusedConv>,
+    layer: &FusedConv,
+    squeeze: bool,
+) -> (Tensor<4>, Option<Vec<f32>>) {
+    let [_, _, h, w] = x.dims();
+    let channels = expand.map_or(x.dims()[1], |e| e.conv.weight.dims()[0]);
     assert!(is_depthwise(layer.conv, channels), "fused depthwise conv expected");
+    assert!(expand.is_none_or(|e| is_pointwise(e.conv)), "fused 1×1 expand conv expected");
     let pads = paddings(layer.conv, h, w);
+    let expand = expand.map(|e| (fused::primitive(e.conv.weight.val()), bn(e), e.act));
     let w = fused::primitive(layer.conv.weight.val());
-    let (y, means) =
-        fused::depthwise_affine(fused::raw(x), w, layer.conv.stride[0], pads, bn(layer), layer.act, squeeze);
+    let (y, means) = fused::expand_depthwise_affine(
+        fused::raw(x),
+        expand,
+        w,
+        layer.conv.stride[0],
+        pads,
+        bn(layer),
+        layer.act,
+        squeeze,
+    );
     (fused::tensor(y), means)
 }
 

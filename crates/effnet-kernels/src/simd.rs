@@ -63,6 +63,21 @@ fn exp_neg<const F: bool>(x: f32) -> f32 {
     p * f32::from_bits(t.to_bits().wrapping_add(127) << 23)
 }
 
+/// `e^x` for `|x| ≤ 87.3`, clamped outside (finite for any input, NaN stays NaN); relative
+/// error as [`exp_neg`]'s (the same reduction reaches 2¹²⁶).
+#[inline(always)]
+fn exp_clamped<const F: bool>(x: f32) -> f32 {
+    exp_neg::<F>(if x > 87.3 { 87.3 } else { x })
+}
+
+/// `x·sigmoid(x)` as `x / (1 + e^−x)`: one exponential and one division, without
+/// [`sigmoid1`]'s sign split (≈ 15 % faster, and SiLU is a tenth of B0 inference). For
+/// `x < −87.3` it returns `x·e^−87.3`, within 1e-35 of the true value.
+#[inline(always)]
+fn silu1<const F: bool>(x: f32) -> f32 {
+    x / (1.0 + exp_clamped::<F>(-x))
+}
+
 /// `1 / (1 + e^−x)` from `e = e^−|x|` ∈ (0, 1]: `1/(1+e)` for x ≥ 0 and `e/(1+e)` below, so
 /// the exponential never overflows and needs one clamp instead of two.
 #[inline(always)]
@@ -75,7 +90,7 @@ fn sigmoid1<const F: bool>(x: f32) -> f32 {
 #[inline(always)]
 fn silu_fwd_body<const F: bool>(x: &[f32], y: &mut [Out]) {
     for (o, &v) in y.iter_mut().zip(x) {
-        o.write(v * sigmoid1::<F>(v));
+        o.write(silu1::<F>(v));
     }
 }
 
@@ -136,7 +151,7 @@ pub(super) use multiversion;
 #[inline(always)]
 fn silu_in_place_body<const F: bool>(y: &mut [f32]) {
     for v in y.iter_mut() {
-        *v *= sigmoid1::<F>(*v);
+        *v = silu1::<F>(*v);
     }
 }
 
@@ -157,8 +172,7 @@ fn affine_body<const F: bool>(y: &mut [f32], a: f32, b: f32) {
 #[inline(always)]
 fn affine_silu_body<const F: bool>(y: &mut [f32], a: f32, b: f32) {
     for v in y.iter_mut() {
-        let t = madd::<F>(*v, a, b);
-        *v = t * sigmoid1::<F>(t);
+        *v = silu1::<F>(madd::<F>(*v, a, b));
     }
 }
 
@@ -169,27 +183,48 @@ fn affine_relu6_body<const F: bool>(y: &mut [f32], a: f32, b: f32) {
     }
 }
 
-/// Per-element coefficients: `y[i] ← a[i]·y[i] + b[i]` (a channels-last row, one BatchNorm
-/// channel per element).
+/// Per-element coefficients on channels-last rows: `y[r·c + i] ← a[i]·y[r·c + i] + b[i]`
+/// (one BatchNorm channel per column; `y` holds whole rows of `c = a.len()`).
 #[inline(always)]
-fn affine_cols_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((v, &a), &b) in y.iter_mut().zip(a).zip(b) {
-        *v = madd::<F>(*v, a, b);
+fn affine_rows_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
+    for row in y.chunks_exact_mut(a.len()) {
+        for ((v, &a), &b) in row.iter_mut().zip(a).zip(b) {
+            *v = madd::<F>(*v, a, b);
+        }
     }
 }
 
 #[inline(always)]
-fn affine_cols_silu_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((v, &a), &b) in y.iter_mut().zip(a).zip(b) {
-        let t = madd::<F>(*v, a, b);
-        *v = t * sigmoid1::<F>(t);
+fn affine_rows_silu_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
+    for row in y.chunks_exact_mut(a.len()) {
+        for ((v, &a), &b) in row.iter_mut().zip(a).zip(b) {
+            *v = silu1::<F>(madd::<F>(*v, a, b));
+        }
     }
 }
 
 #[inline(always)]
-fn affine_cols_relu6_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((v, &a), &b) in y.iter_mut().zip(a).zip(b) {
-        *v = madd::<F>(*v, a, b).clamp(0.0, 6.0);
+fn affine_rows_relu6_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
+    for row in y.chunks_exact_mut(a.len()) {
+        for ((v, &a), &b) in row.iter_mut().zip(a).zip(b) {
+            *v = madd::<F>(*v, a, b).clamp(0.0, 6.0);
+        }
+    }
+}
+
+/// `acc[l] ← act(a[l]·acc[l] + b[l])` on one register block of `L` channels, for kernels that
+/// finish their outputs while they are still in registers (the channels-last depthwise).
+#[inline(always)]
+pub(super) fn affine_act_lanes<const F: bool, const L: usize>(
+    acc: &mut [f32; L],
+    a: &[f32; L],
+    b: &[f32; L],
+    act: Act,
+) {
+    match act {
+        Act::Identity => (0..L).for_each(|l| acc[l] = madd::<F>(acc[l], a[l], b[l])),
+        Act::Silu => (0..L).for_each(|l| acc[l] = silu1::<F>(madd::<F>(acc[l], a[l], b[l]))),
+        Act::Relu6 => (0..L).for_each(|l| acc[l] = madd::<F>(acc[l], a[l], b[l]).clamp(0.0, 6.0)),
     }
 }
 
@@ -201,20 +236,11 @@ fn mul_body<const F: bool>(dst: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
-/// `dst[i] = a[i]·k`.
-#[inline(always)]
-fn scale_body<const F: bool>(dst: &mut [f32], a: &[f32], k: f32) {
-    for (d, &x) in dst.iter_mut().zip(a) {
-        *d = x * k;
-    }
-}
-
 multiversion!(pub(super) mul, mul_body, (dst: &mut [f32], a: &[f32], b: &[f32]));
-multiversion!(pub(super) scale, scale_body, (dst: &mut [f32], a: &[f32], k: f32));
 multiversion!(affine_simd, affine_body, (y: &mut [f32], a: f32, b: f32));
-multiversion!(affine_cols_simd, affine_cols_body, (y: &mut [f32], a: &[f32], b: &[f32]));
-multiversion!(affine_cols_silu_simd, affine_cols_silu_body, (y: &mut [f32], a: &[f32], b: &[f32]));
-multiversion!(affine_cols_relu6_simd, affine_cols_relu6_body, (y: &mut [f32], a: &[f32], b: &[f32]));
+multiversion!(affine_rows_simd, affine_rows_body, (y: &mut [f32], a: &[f32], b: &[f32]));
+multiversion!(affine_rows_silu_simd, affine_rows_silu_body, (y: &mut [f32], a: &[f32], b: &[f32]));
+multiversion!(affine_rows_relu6_simd, affine_rows_relu6_body, (y: &mut [f32], a: &[f32], b: &[f32]));
 multiversion!(affine_relu6_simd, affine_relu6_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(affine_silu_simd, affine_silu_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(silu_fwd_simd, silu_fwd_body, (x: &[f32], y: &mut [Out]));
@@ -293,13 +319,14 @@ pub fn affine_act(y: &mut [f32], a: f32, b: f32, act: Act) {
     }
 }
 
-/// `y[i] ← act(a[i]·y[i] + b[i])` on one channels-last row (see [`affine_act`]).
-pub fn affine_act_cols(y: &mut [f32], a: &[f32], b: &[f32], act: Act) {
-    assert!(a.len() == y.len() && b.len() == y.len());
+/// `y[r·c + i] ← act(a[i]·y[r·c + i] + b[i])` on whole channels-last rows of `c = a.len()`
+/// (see [`affine_act`]).
+pub fn affine_act_rows(y: &mut [f32], a: &[f32], b: &[f32], act: Act) {
+    assert!(b.len() == a.len() && !a.is_empty() && y.len().is_multiple_of(a.len()));
     match act {
-        Act::Identity => affine_cols_simd(y, a, b),
-        Act::Silu => affine_cols_silu_simd(y, a, b),
-        Act::Relu6 => affine_cols_relu6_simd(y, a, b),
+        Act::Identity => affine_rows_simd(y, a, b),
+        Act::Silu => affine_rows_silu_simd(y, a, b),
+        Act::Relu6 => affine_rows_relu6_simd(y, a, b),
     }
 }
 
@@ -393,10 +420,10 @@ mod tests {
     #[test]
     fn exp_is_within_3e_7_relative() {
         let mut worst = 0.0f64;
-        for i in -8700..=0 {
+        for i in -8700..=8700 {
             let x = i as f32 / 100.0;
             let exact = (x as f64).exp();
-            for got in [exp_neg::<false>(x), exp_neg::<true>(x)] {
+            for got in [exp_clamped::<false>(x), exp_clamped::<true>(x)] {
                 worst = worst.max(((got as f64 - exact) / exact).abs());
             }
         }

@@ -1,0 +1,246 @@
+//! Inference 1×1 conv (and the stem's k×k conv) on channels-last data: one GEMM per block of
+//! output pixels, `[pixels, c_in] · Wᵀ`, with BatchNorm, the activation and the residual
+//! applied to the block while it is in cache, and SE's gates folded into the weights or the
+//! input block.
+
+use crate::pointwise::{Dims, View, gemm_raw, gemm_strided, row_major, transposed};
+use crate::simd::{self, Act, filled};
+use rayon::prelude::*;
+
+/// Maps of up to this many pixels over the whole batch are multiplied as one GEMM on every
+/// thread (see [`whole_batch`]); larger ones block by block (see [`blocked`]).
+const WHOLE_BATCH_MAX_PIXELS: usize = 1024;
+
+/// `y[n] = act(scale ⊙ (W · (s[n] ⊙ x[n])) + shift) + residual[n]` on channels-last `x`
+/// (`[n·h·w, c_in]` rows) and `residual`, channels-last out; `gates` `[n, c_in]` are SE's.
+pub fn pointwise_affine(
+    d: &Dims,
+    x: &[f32],
+    w: &[f32],
+    bn: (&[f32], &[f32]),
+    act: Act,
+    gates: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    assert!(x.len() == d.batch * d.cin * d.plane && w.len() == d.cout * d.cin);
+    assert!(bn.0.len() == d.cout && bn.1.len() == d.cout);
+    assert!(gates.is_none_or(|g| g.len() == d.batch * d.cin));
+    assert!(residual.is_none_or(|r| r.len() == d.batch * d.cout * d.plane));
+    // Also when the blocks would be too few to keep every thread busy (small batches).
+    let tasks = d.batch * d.plane.div_ceil(pixels_per_task(d));
+    if d.batch * d.plane <= WHOLE_BATCH_MAX_PIXELS || tasks < 2 * rayon::current_num_threads() {
+        whole_batch(d, x, w, bn, act, gates, residual)
+    } else {
+        blocked(d, Input::Rows { x, gates }, w, bn, act, residual)
+    }
+}
+
+/// Few pixels: one GEMM `x · Wᵀ` over the whole batch that uses every thread.
+///
+/// One GEMM rather than one per thread: the weights come from L3 (each layer's are read once
+/// per batch), and gemm's own threads split them instead of each packing all of them; a
+/// 64 × 1152 × 192 product with cold weights ran at 64–70 GFLOP/s that way here, against
+/// 2 × 27 as two halves.
+fn whole_batch(
+    d: &Dims,
+    x: &[f32],
+    w: &[f32],
+    (scale, shift): (&[f32], &[f32]),
+    act: Act,
+    gates: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (cin, cout, plane) = (d.cin, d.cout, d.plane);
+    let rows = d.batch * plane;
+    let mut gated = Vec::new();
+    let a: &[f32] = match gates {
+        None => x,
+        Some(g) => {
+            gated.resize(x.len(), 0.0);
+            gated.par_chunks_mut(plane * cin).zip(x.par_chunks(plane * cin)).zip(g.par_chunks(cin)).for_each(
+                |((dst, xn), gn)| {
+                    for (d, s) in dst.chunks_exact_mut(cin).zip(xn.chunks_exact(cin)) {
+                        simd::mul(d, s, gn);
+                    }
+                },
+            );
+            &gated
+        }
+    };
+    // SAFETY: the GEMM writes all rows × c_out outputs (`accumulate = false` reads none) at row
+    // stride c_out; `a` is rows × c_in and Wᵀ c_in × c_out (the caller's asserts).
+    let mut y = unsafe {
+        filled(rows * cout, |y| {
+            gemm_raw(
+                y.as_mut_ptr().cast(),
+                cout,
+                false,
+                (rows, cout, cin),
+                row_major(a, rows, cin),
+                transposed(w, cout, cin),
+                rayon::current_num_threads(),
+            )
+        })
+    };
+    let per_task = (4096 / cout).max(1) * cout;
+    y.par_chunks_mut(per_task).enumerate().for_each(|(t, chunk)| {
+        simd::affine_act_rows(chunk, scale, shift, act);
+        if let Some(r) = residual {
+            chunk.iter_mut().zip(&r[t * per_task..]).for_each(|(v, r)| *v += r);
+        }
+    });
+    y
+}
+
+/// Outputs of [`blocked`] (floats) from which it writes with non-temporal stores: 32 MB, more
+/// than a server core's share of L3 holds, so the next layer reads them from memory anyway, and
+/// streaming them out spares the read of each line that a normal store makes first (B0 at
+/// 224², batch 16: the 77 MB expand output of the 112² block; streaming outputs of 8 MB and up
+/// made inference slower: their readers lost the cache).
+const STREAM_MIN: usize = 8 << 20;
+
+/// Output pixels per task of [`blocked`]: the task's input and output blocks (c_in·len and
+/// c_out·len floats) stay near 128 KB, so the epilogue finds them in L2.
+fn pixels_per_task(d: &Dims) -> usize {
+    let len = (32 * 1024 / d.cin.max(d.cout).max(1)).max(64);
+    if len >= d.plane { d.plane } else { len / 16 * 16 }
+}
+
+/// A pointer that rayon tasks writing disjoint parts of one buffer may share.
+struct SharedOut(*mut f32);
+// SAFETY: the tasks of `blocked` write disjoint (sample, pixel block) regions.
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `[c_in, c_out]` from the `[c_out, c_in]` weights: as the GEMM's left operand (`W`,
+/// c_out × c_in) this is column-major, which gemm reads as it is; the row-major `W` it would
+/// pack again in every task (a scalar gather that was 8 % of B0 inference at 224²).
+pub(super) fn input_major(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let mut wt = vec![0.0f32; cin * cout];
+    for (o, row) in w.chunks_exact(cin).enumerate() {
+        row.iter().enumerate().for_each(|(i, &v)| wt[i * cout + o] = v);
+    }
+    wt
+}
+
+/// `dst = act(scale ⊙ (x · W) + shift)` for `len` channels-last pixel rows `x` (`[len, c_in]`)
+/// and [`input_major`] weights `wt` (`[c_in, c_out]`), on the calling thread (one task's block).
+pub(super) fn rows_affine(wt: &[f32], x: &[f32], dst: &mut [f32], (scale, shift): (&[f32], &[f32]), act: Act) {
+    let cout = scale.len();
+    let (cin, len) = (wt.len() / cout, dst.len() / cout);
+    assert!(wt.len() == cin * cout && x.len() >= len * cin && dst.len() == len * cout);
+    // SAFETY: `dst` is len × c_out; the views address c_out × c_in and c_in × len elements
+    // inside `wt` and `x` (asserted above).
+    unsafe {
+        gemm_strided(
+            dst.as_mut_ptr(),
+            (1, cout as isize),
+            false,
+            (cout, len, cin),
+            transposed(wt, cin, cout),
+            transposed(x, len, cin),
+            1,
+        )
+    };
+    simd::affine_act_rows(dst, scale, shift, act);
+}
+
+/// Where [`blocked`] finds its input.
+#[derive(Clone, Copy)]
+pub(crate) enum Input<'a> {
+    /// Channels-last `[n·plane, c_in]` rows with optional `[n, c_in]` SE gates.
+    Rows { x: &'a [f32], gates: Option<&'a [f32]> },
+    /// Written block by block, never whole: `fill(n, p0, block)` writes sample n's input pixels
+    /// `p0 .. p0 + len` as a `[c_in, len]` block (`block.len() = c_in·len`; the stem's im2col,
+    /// which unfolded whole was 22 MB at 224² and batch 16).
+    Unfolded(&'a (dyn Fn(usize, usize, &mut [f32]) + Sync)),
+}
+
+/// Large maps: one task per (sample, block of pixels), each a single-threaded GEMM into its own
+/// rows of the output, finished while they are in cache. SE's gates scale the weights' columns
+/// when that is the smaller product, otherwise a copy of the input block's columns.
+pub(crate) fn blocked(
+    d: &Dims,
+    input: Input,
+    w: &[f32],
+    (scale, shift): (&[f32], &[f32]),
+    act: Act,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (cin, cout, plane) = (d.cin, d.cout, d.plane);
+    let block = pixels_per_task(d);
+    let blocks = plane.div_ceil(block);
+    let wt = input_major(w, cout, cin);
+    let mut y = Vec::<f32>::with_capacity(d.batch * plane * cout);
+    let out = SharedOut(y.as_mut_ptr());
+    let stream = y.capacity() >= STREAM_MIN;
+    (0..d.batch * blocks).into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(wbuf, xbuf, scratch): &mut (Vec<f32>, Vec<f32>, Vec<f32>), t| {
+            let (n, p0) = (t / blocks, (t % blocks) * block);
+            let len = block.min(plane - p0);
+            let first = n * plane + p0;
+            let weights = transposed(&wt, cin, cout);
+            // `[c_in, len]` views of the input block.
+            let (lhs, rhs): (View, View) = match input {
+                Input::Unfolded(fill) => {
+                    xbuf.resize(cin * len, 0.0);
+                    fill(n, p0, xbuf);
+                    (weights, row_major(xbuf, cin, len))
+                }
+                Input::Rows { x, gates: None } => (weights, transposed(&x[first * cin..], len, cin)),
+                Input::Rows { x, gates: Some(g) } => {
+                    let (xb, g) = (&x[first * cin..][..len * cin], &g[n * cin..][..cin]);
+                    if cout <= len {
+                        wbuf.resize(cin * cout, 0.0);
+                        for ((dst, src), &gi) in wbuf.chunks_exact_mut(cout).zip(wt.chunks_exact(cout)).zip(g) {
+                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * gi);
+                        }
+                        (transposed(wbuf, cin, cout), transposed(xb, len, cin))
+                    } else {
+                        xbuf.resize(len * cin, 0.0);
+                        xbuf.chunks_exact_mut(cin)
+                            .zip(xb.chunks_exact(cin))
+                            .for_each(|(dst, row)| simd::mul(dst, row, g));
+                        (weights, transposed(xbuf, len, cin))
+                    }
+                }
+            };
+            // The block is finished in cache: in `y` itself, or in a scratch buffer streamed
+            // out after (see STREAM_MIN).
+            // SAFETY: output rows first .. first + len are inside `y` and this task's alone.
+            let rows = unsafe { out.get().add(first * cout) };
+            let into = if stream {
+                scratch.resize(len * cout, 0.0);
+                scratch.as_mut_ptr()
+            } else {
+                rows
+            };
+            // SAFETY: `into` holds len × c_out writable floats nobody else touches now; `lhs` is
+            // c_out × c_in and `rhs` c_in × len within their slices.
+            let block = unsafe {
+                // `yᵀ = W · xᵀ` with y's pixel rows as the destination's columns: gemm's
+                // micro-kernel runs along c_out, contiguous in y.
+                gemm_strided(into, (1, cout as isize), false, (cout, len, cin), lhs, rhs, 1);
+                std::slice::from_raw_parts_mut(into, len * cout)
+            };
+            simd::affine_act_rows(block, scale, shift, act);
+            if let Some(r) = residual {
+                block.iter_mut().zip(&r[first * cout..][..len * cout]).for_each(|(v, &r)| *v += r);
+            }
+            if stream {
+                // SAFETY: rows first .. first + len of `y`: inside it and this task's alone.
+                unsafe { simd::stream_copy(rows, block) };
+                simd::store_fence();
+            }
+        },
+    );
+    // SAFETY: the tasks covered every (sample, pixel block), and each GEMM wrote all of its
+    // rows × c_out (`accumulate = false` never reads the destination).
+    unsafe { y.set_len(d.batch * plane * cout) };
+    y
+}
