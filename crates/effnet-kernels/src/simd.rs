@@ -212,19 +212,16 @@ fn affine_rows_relu6_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
-/// `acc[l] ← act(a[l]·acc[l] + b[l])` on one register block of `L` channels, for kernels that
-/// finish their outputs while they are still in registers (the channels-last depthwise).
+/// [`affine_act_rows`], then each column's sum over the finished rows added to `sums`.
 #[inline(always)]
-pub(super) fn affine_act_lanes<const F: bool, const L: usize>(
-    acc: &mut [f32; L],
-    a: &[f32; L],
-    b: &[f32; L],
-    act: Act,
-) {
+fn affine_rows_sum_body<const F: bool>(y: &mut [f32], a: &[f32], b: &[f32], act: Act, sums: &mut [f32]) {
     match act {
-        Act::Identity => (0..L).for_each(|l| acc[l] = madd::<F>(acc[l], a[l], b[l])),
-        Act::Silu => (0..L).for_each(|l| acc[l] = silu1::<F>(madd::<F>(acc[l], a[l], b[l]))),
-        Act::Relu6 => (0..L).for_each(|l| acc[l] = madd::<F>(acc[l], a[l], b[l]).clamp(0.0, 6.0)),
+        Act::Identity => affine_rows_body::<F>(y, a, b),
+        Act::Silu => affine_rows_silu_body::<F>(y, a, b),
+        Act::Relu6 => affine_rows_relu6_body::<F>(y, a, b),
+    }
+    for row in y.chunks_exact(a.len()) {
+        sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
     }
 }
 
@@ -241,6 +238,7 @@ multiversion!(affine_simd, affine_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(affine_rows_simd, affine_rows_body, (y: &mut [f32], a: &[f32], b: &[f32]));
 multiversion!(affine_rows_silu_simd, affine_rows_silu_body, (y: &mut [f32], a: &[f32], b: &[f32]));
 multiversion!(affine_rows_relu6_simd, affine_rows_relu6_body, (y: &mut [f32], a: &[f32], b: &[f32]));
+multiversion!(affine_rows_sum_simd, affine_rows_sum_body, (y: &mut [f32], a: &[f32], b: &[f32], act: Act, sums: &mut [f32]));
 multiversion!(affine_relu6_simd, affine_relu6_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(affine_silu_simd, affine_silu_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(silu_fwd_simd, silu_fwd_body, (x: &[f32], y: &mut [Out]));
@@ -328,6 +326,12 @@ pub fn affine_act_rows(y: &mut [f32], a: &[f32], b: &[f32], act: Act) {
         Act::Silu => affine_rows_silu_simd(y, a, b),
         Act::Relu6 => affine_rows_relu6_simd(y, a, b),
     }
+}
+
+/// [`affine_act_rows`], and each column's sum over the finished rows added to `sums` (`[c]`).
+pub fn affine_act_rows_sum(y: &mut [f32], a: &[f32], b: &[f32], act: Act, sums: &mut [f32]) {
+    assert!(b.len() == a.len() && sums.len() == a.len() && !a.is_empty() && y.len().is_multiple_of(a.len()));
+    affine_rows_sum_simd(y, a, b, act, sums)
 }
 
 /// `y ← y·sigmoid(y)`.

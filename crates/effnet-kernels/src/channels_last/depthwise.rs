@@ -49,125 +49,192 @@ fn span(o: usize, stride: usize, pad: usize, size: usize, k: usize) -> ((usize, 
     ((lo, hi.max(lo)), start)
 }
 
-/// One output pixel's channels `cb .. cb + L` summed over the taps `kh ∈ rows`, `kw ∈ cols`
-/// (portable; the AVX2 kernel keeps its sums in registers explicitly, see [`rows_avx2`]).
-#[inline(always)]
-fn taps<const L: usize>(
-    g: &Geometry,
-    x: &[f32],
-    wt: &[f32],
-    (ih0, iw0): (isize, isize),
-    (rows, cols): ((usize, usize), (usize, usize)),
-    cb: usize,
-) -> [f32; L] {
-    let (c, k) = (g.channels, g.kernel);
-    let mut acc = [0.0f32; L];
-    for kh in rows.0..rows.1 {
-        let ih = (ih0 + kh as isize) as usize;
-        for kw in cols.0..cols.1 {
-            let iw = (iw0 + kw as isize) as usize;
-            let xv = &x[(ih * g.width + iw) * c + cb..][..L];
-            let wv = &wt[(kh * k + kw) * c + cb..][..L];
-            for l in 0..L {
-                acc[l] += wv[l] * xv[l];
-            }
-        }
-    }
-    acc
-}
-
-/// Finishes one register block of `L` channels at `cb`: stored into `out` (one pixel's `c`
-/// channels) and added to `sums`.
-#[inline(always)]
-fn finish<const F: bool, const L: usize>(mut acc: [f32; L], cb: usize, f: Finish, out: &mut [Out], sums: &mut [f32]) {
-    let scale: &[f32; L] = f.scale[cb..][..L].try_into().unwrap();
-    let shift: &[f32; L] = f.shift[cb..][..L].try_into().unwrap();
-    simd::affine_act_lanes::<F, L>(&mut acc, scale, shift, f.act);
-    // Two loops over fixed-size arrays: interleaved, LLVM added the sums lane by lane.
-    let out: &mut [Out; L] = (&mut out[cb..][..L]).try_into().unwrap();
-    for l in 0..L {
-        out[l].write(acc[l]);
-    }
-    let sums: &mut [f32; L] = (&mut sums[cb..][..L]).try_into().unwrap();
-    for l in 0..L {
-        sums[l] += acc[l];
-    }
-}
-
-/// Output rows `oh0 ..` of one sample (`y` holds whole rows of `out_width · c`): every element
-/// written, each channel's sum over these rows added to `sums`. Portable version.
-fn rows_portable(g: &Geometry, x: &[f32], wt: &[f32], f: Finish, oh0: usize, y: &mut [Out], sums: &mut [f32]) {
+/// Output row `oh`'s sums over the taps inside the image, unfinished: every element of `out`
+/// (`out_width · c`) written. Portable version, channel by channel.
+fn taps_row_portable(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mut [Out]) {
     let (c, k, s) = (g.channels, g.kernel, g.stride);
-    for (r, yrow) in y.chunks_exact_mut(g.out_width * c).enumerate() {
-        let (rows, ih0) = span(oh0 + r, s, g.pad_top, g.height, k);
-        for (ow, out) in yrow.chunks_exact_mut(c).enumerate() {
-            let (cols, iw0) = span(ow, s, g.pad_left, g.width, k);
-            for cb in 0..c {
-                let acc = taps::<1>(g, x, wt, (ih0, iw0), (rows, cols), cb);
-                finish::<false, 1>(acc, cb, f, out, sums);
+    let (rows, ih0) = span(oh, s, g.pad_top, g.height, k);
+    for (ow, px) in out.chunks_exact_mut(c).enumerate() {
+        let (cols, iw0) = span(ow, s, g.pad_left, g.width, k);
+        for (ch, o) in px.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for kh in rows.0..rows.1 {
+                let ih = (ih0 + kh as isize) as usize;
+                for kw in cols.0..cols.1 {
+                    let iw = (iw0 + kw as isize) as usize;
+                    acc += wt[(kh * k + kw) * c + ch] * x[(ih * g.width + iw) * c + ch];
+                }
             }
+            o.write(acc);
         }
     }
 }
 
-/// [`rows_portable`] with the channels in blocks of 16 held in two AVX2 registers across the
-/// taps (written with intrinsics: as a `[f32; 16]` array LLVM kept the sums on the stack and
+/// [`taps_row_portable`] with the channels in blocks of 16 held in two AVX2 registers across
+/// the taps (written with intrinsics: as a `[f32; 16]` array LLVM kept the sums on the stack and
 /// stored them back at every tap). Also the kernel on AVX-512 CPUs.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2(g: &Geometry, x: &[f32], wt: &[f32], f: Finish, oh0: usize, y: &mut [Out], sums: &mut [f32]) {
+unsafe fn taps_row_avx2(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mut [Out]) {
     use std::arch::x86_64::*;
     let (c, k, s) = (g.channels, g.kernel, g.stride);
     let full = c / LANES * LANES;
-    assert!(x.len() >= g.height * g.width * c && wt.len() >= k * k * c);
-    for (r, yrow) in y.chunks_exact_mut(g.out_width * c).enumerate() {
-        let (rows, ih0) = span(oh0 + r, s, g.pad_top, g.height, k);
-        for (ow, out) in yrow.chunks_exact_mut(c).enumerate() {
-            let (cols, iw0) = span(ow, s, g.pad_left, g.width, k);
+    assert!(x.len() >= g.height * g.width * c && wt.len() >= k * k * c && out.len() == g.out_width * c);
+    let (rows, ih0) = span(oh, s, g.pad_top, g.height, k);
+    let mut ow = 0;
+    while ow < g.out_width {
+        let (cols, iw0) = span(ow, s, g.pad_left, g.width, k);
+        // Two neighbours whose taps all lie inside the row: four independent add chains and
+        // each weight load used twice (one pixel at a time was bound by its chain's latency).
+        if ow + 1 < g.out_width && cols == (0, k) && span(ow + 1, s, g.pad_left, g.width, k).0 == (0, k) {
+            let at = |ih: usize| (ih * g.width) as isize * c as isize + iw0 * c as isize;
             for cb in (0..full).step_by(LANES) {
-                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                for kh in rows.0..rows.1 {
-                    let ih = (ih0 + kh as isize) as usize;
-                    for kw in cols.0..cols.1 {
-                        let iw = (iw0 + kw as isize) as usize;
-                        // SAFETY: (ih, iw) is inside the image and cb + 16 ≤ c, so both
-                        // 16-float reads are inside `x` and `wt` (asserted sizes above).
-                        unsafe {
-                            let xp = x.as_ptr().add((ih * g.width + iw) * c + cb);
-                            let wp = wt.as_ptr().add((kh * k + kw) * c + cb);
-                            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp), _mm256_loadu_ps(xp), a0);
-                            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(8)), _mm256_loadu_ps(xp.add(8)), a1);
-                        }
+                // SAFETY: every tap of both pixels is inside the image and cb + 16 ≤ c (the
+                // spans above); the outputs are pixels ow and ow + 1 of `out`.
+                unsafe {
+                    let xp = x.as_ptr().offset(at(0)).add(cb);
+                    let (w, o) = (wt.as_ptr().add(cb), out.as_mut_ptr().add(ow * c + cb).cast::<f32>());
+                    let steps = (g.width * c, s * c, c);
+                    match k {
+                        3 => pair::<3>(3, xp, w, (ih0, rows), steps, o),
+                        5 => pair::<5>(5, xp, w, (ih0, rows), steps, o),
+                        _ => pair::<0>(k, xp, w, (ih0, rows), steps, o),
                     }
                 }
-                let mut acc = [0.0f32; LANES];
-                // SAFETY: `acc` holds 16 floats.
-                unsafe {
-                    _mm256_storeu_ps(acc.as_mut_ptr(), a0);
-                    _mm256_storeu_ps(acc.as_mut_ptr().add(8), a1);
-                }
-                finish::<true, LANES>(acc, cb, f, out, sums);
             }
-            for cb in full..c {
-                let acc = taps::<1>(g, x, wt, (ih0, iw0), (rows, cols), cb);
-                finish::<true, 1>(acc, cb, f, out, sums);
+            tail_channels(g, x, wt, (ih0, rows), (iw0, cols), full, &mut out[ow * c..][..c]);
+            let (cols1, iw1) = span(ow + 1, s, g.pad_left, g.width, k);
+            tail_channels(g, x, wt, (ih0, rows), (iw1, cols1), full, &mut out[(ow + 1) * c..][..c]);
+            ow += 2;
+            continue;
+        }
+        let px = &mut out[ow * c..][..c];
+        for cb in (0..full).step_by(LANES) {
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for kh in rows.0..rows.1 {
+                let ih = (ih0 + kh as isize) as usize;
+                for kw in cols.0..cols.1 {
+                    let iw = (iw0 + kw as isize) as usize;
+                    // SAFETY: (ih, iw) is inside the image and cb + 16 ≤ c, so both 16-float
+                    // reads are inside `x` and `wt` (asserted sizes above).
+                    unsafe {
+                        let xp = x.as_ptr().add((ih * g.width + iw) * c + cb);
+                        let wp = wt.as_ptr().add((kh * k + kw) * c + cb);
+                        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp), _mm256_loadu_ps(xp), a0);
+                        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(8)), _mm256_loadu_ps(xp.add(8)), a1);
+                    }
+                }
+            }
+            // SAFETY: channels cb .. cb + 16 of this pixel are inside `px`; `Out` is an f32.
+            unsafe {
+                let o = px.as_mut_ptr().add(cb).cast::<f32>();
+                _mm256_storeu_ps(o, a0);
+                _mm256_storeu_ps(o.add(8), a1);
             }
         }
+        tail_channels(g, x, wt, (ih0, rows), (iw0, cols), full, px);
+        ow += 1;
+    }
+}
+
+/// One pixel's channels from `full` on (those after the last whole 16-channel block).
+#[inline(always)]
+fn tail_channels(
+    g: &Geometry,
+    x: &[f32],
+    wt: &[f32],
+    (ih0, rows): (isize, (usize, usize)),
+    (iw0, cols): (isize, (usize, usize)),
+    full: usize,
+    px: &mut [Out],
+) {
+    let (c, k) = (g.channels, g.kernel);
+    for ch in full..c {
+        let mut acc = 0.0f32;
+        for kh in rows.0..rows.1 {
+            let ih = (ih0 + kh as isize) as usize;
+            for kw in cols.0..cols.1 {
+                let iw = (iw0 + kw as isize) as usize;
+                acc += wt[(kh * k + kw) * c + ch] * x[(ih * g.width + iw) * c + ch];
+            }
+        }
+        px[ch].write(acc);
+    }
+}
+
+/// Two neighbouring pixels' 16 channels over the taps of kernel rows `rows` and all `k`
+/// columns (`K = k` unrolls the tap loop; `K = 0` takes `k` as it comes): `x` points at input
+/// row 0, pixel 0's first tap column, the channel block; `steps` = (input row, output pixel's
+/// input, channel count) in floats (taps, output pixels and the weights' taps are `c` apart);
+/// `ih0` is the input row of kernel row 0.
+///
+/// # Safety
+/// AVX2 and FMA; every tap read and the two 16-float outputs at `o` and `o + pixel` valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn pair<const K: usize>(
+    k: usize,
+    x: *const f32,
+    w: *const f32,
+    (ih0, rows): (isize, (usize, usize)),
+    (row, pixel, c): (usize, usize, usize),
+    o: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let k = if K == 0 { k } else { K };
+    let z = _mm256_setzero_ps();
+    let (mut a0, mut a1, mut b0, mut b1) = (z, z, z, z);
+    for kh in rows.0..rows.1 {
+        // SAFETY: the caller's.
+        unsafe {
+            let p = x.offset((ih0 + kh as isize) * row as isize);
+            let wk = w.add(kh * k * c);
+            for kw in 0..k {
+                let (wp, xp) = (wk.add(kw * c), p.add(kw * c));
+                let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
+                a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), a0);
+                a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp.add(8)), a1);
+                b0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp.add(pixel)), b0);
+                b1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp.add(pixel + 8)), b1);
+            }
+        }
+    }
+    // SAFETY: the caller's.
+    unsafe {
+        _mm256_storeu_ps(o, a0);
+        _mm256_storeu_ps(o.add(8), a1);
+        _mm256_storeu_ps(o.add(c), b0);
+        _mm256_storeu_ps(o.add(c + 8), b1);
     }
 }
 
 /// Output rows `oh0 ..` of one sample `x` (`[h, w, c]`) with the `[k², c]` weights `wt`, as many
 /// as `y` holds: every element written, each channel's sum over them added to `sums`.
+///
+/// Row by row: the taps into the row, then BatchNorm, the activation and the sums over the row
+/// while it is in L1 (finished per 16-channel block right after its taps, the exponential's
+/// long dependency chain stalled the taps of the next block).
 pub(super) fn rows(g: &Geometry, x: &[f32], wt: &[f32], f: Finish, oh0: usize, y: &mut [Out], sums: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { rows_avx2(g, x, wt, f, oh0, y, sums) };
+    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    for (r, row) in y.chunks_exact_mut(g.out_width * g.channels).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            unsafe { taps_row_avx2(g, x, wt, oh0 + r, row) };
+        } else {
+            taps_row_portable(g, x, wt, oh0 + r, row);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        taps_row_portable(g, x, wt, oh0 + r, row);
+        // SAFETY: the taps wrote every element of the row.
+        let row = unsafe { &mut *(row as *mut [Out] as *mut [f32]) };
+        simd::affine_act_rows_sum(row, f.scale, f.shift, f.act, sums);
     }
-    rows_portable(g, x, wt, f, oh0, y, sums)
 }
 
 /// `act(scale ⊙ depthwise(x) + shift)` on channels-last `x` (`[n, h, w, c]`), channels-last

@@ -65,7 +65,8 @@ mod tests {
         // B0's small maps at 32² (1×1 k5/k3, 2×2 k5, 4×4 k5 s2 with TF-SAME's asymmetric pad),
         // 16-channel register blocks with and without a channel tail (32, 40, 17), larger maps
         // split into row bands (a single sample: more bands than rows per task), stride 2 with
-        // symmetric padding, and a kernel wider than the map.
+        // symmetric padding, a kernel wider than the map, and k = 7 (the AVX2 kernel's pixel
+        // pairs unroll k = 3 and 5 at compile time, others not).
         for (shape, k, s, pads) in [
             ([3, 20, 1, 1], 5, 1, [(2, 2), (2, 2)]),
             ([2, 13, 1, 1], 3, 1, [(1, 1), (1, 1)]),
@@ -76,6 +77,7 @@ mod tests {
             ([2, 32, 20, 21], 5, 2, [(1, 2), (2, 2)]),
             ([2, 16, 9, 12], 3, 2, [(1, 1), (1, 1)]),
             ([1, 33, 2, 3], 5, 1, [(2, 2), (2, 2)]),
+            ([1, 16, 12, 13], 7, 1, [(3, 3), (3, 3)]),
         ] {
             let g = Geometry::new(shape, k, s, pads);
             let (n, c) = (g.batch, g.channels);
