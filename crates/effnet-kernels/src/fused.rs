@@ -8,7 +8,7 @@
 //! conv+activation); burn 0.22.1 has no graph-level fusion on its CPU backend, so the model
 //! calls these directly when [`crate::fused_inference`] says they apply.
 
-use super::flex::{contiguous, geometry, new_tensor, pw_dims, slice};
+use super::flex::{contiguous, new_tensor, pw_dims, slice};
 use super::pointwise::{dense, row_major, transposed};
 use super::simd::{self, Act};
 use super::{channels_last, depthwise, pointwise};
@@ -75,60 +75,13 @@ pub fn pointwise_affine(
     channels_last_tensor(y, out)
 }
 
-/// `act(scale ⊙ depthwise(x) + shift)`, channels-last out, and, with `squeeze`, each
-/// channel's spatial mean of the result (see [`channels_last::depthwise_affine`]).
-pub fn depthwise_affine(
-    x: FlexTensor,
-    w: FlexTensor,
-    stride: usize,
-    pads: [(usize, usize); 2],
-    bn: (&[f32], &[f32]),
-    act: Act,
-    squeeze: bool,
-) -> (FlexTensor, Option<Vec<f32>>) {
-    let g = geometry(&x, &w, stride, pads);
-    let out = [g.batch, g.channels, g.out_height, g.out_width];
-    let mut means = squeeze.then(|| vec![0.0f32; g.batch * g.channels]);
+/// A whole MBConv block on `x` (`[n, c_in, h, w]` in either memory order), channels-last out
+/// (see [`channels_last::mbconv`]).
+pub fn mbconv(x: FlexTensor, block: &channels_last::Block) -> FlexTensor {
+    let d = x.layout().shape().clone();
     let x = channels_last(x);
-    let y = channels_last::depthwise_affine(&g, slice(&x), slice(&w), bn, act, means.as_deref_mut());
-    (channels_last_tensor(y, out), means)
-}
-
-/// A 1×1 expand conv: `[c_exp, c_in, 1, 1]` weights, folded BatchNorm `(scale, shift)`, activation.
-pub type ExpandLayer<'a> = (FlexTensor, (&'a [f32], &'a [f32]), Act);
-
-/// An MBConv block's optional expand conv (`[c_exp, c_in, 1, 1]` weights, folded BatchNorm,
-/// activation) and its depthwise conv, channels-last out, with SE's squeeze as in
-/// [`depthwise_affine`]: fused per band of rows where the expanded map is large (see
-/// [`channels_last::expand_depthwise`]), one after the other otherwise.
-#[allow(clippy::too_many_arguments)]
-pub fn expand_depthwise_affine(
-    x: FlexTensor,
-    expand: Option<ExpandLayer>,
-    w: FlexTensor,
-    stride: usize,
-    pads: [(usize, usize); 2],
-    bn: (&[f32], &[f32]),
-    act: Act,
-    squeeze: bool,
-) -> (FlexTensor, Option<Vec<f32>>) {
-    let Some((we, ebn, eact)) = expand else {
-        return depthwise_affine(x, w, stride, pads, bn, act, squeeze);
-    };
-    let shape = x.layout().shape().clone();
-    let channels = we.layout().shape()[0];
-    let k = w.layout().shape()[2];
-    let g = depthwise::Geometry::new([shape[0], channels, shape[2], shape[3]], k, stride, pads);
-    if !channels_last::expand_depthwise_applies(&g) {
-        let y = pointwise_affine(x, we, ebn, eact, None, None);
-        return depthwise_affine(y, w, stride, pads, bn, act, squeeze);
-    }
-    assert_eq!(w.layout().shape()[0], channels, "depthwise weights for the expanded channels");
-    let mut means = squeeze.then(|| vec![0.0f32; g.batch * g.channels]);
-    let (x, we, w) = (channels_last(x), contiguous(we), contiguous(w));
-    let expand = channels_last::Expand { w: slice(&we), bn: ebn, act: eact };
-    let y = channels_last::expand_depthwise(&g, slice(&x), &expand, slice(&w), bn, act, means.as_deref_mut());
-    (channels_last_tensor(y, [g.batch, g.channels, g.out_height, g.out_width]), means)
+    let (y, shape) = channels_last::mbconv(slice(&x), [d[0], d[1], d[2], d[3]], block);
+    channels_last_tensor(y, shape)
 }
 
 /// Global average pooling and the classifier: `mean_hw(x) · W + b` for `x` `[n, c, h, w]` (in

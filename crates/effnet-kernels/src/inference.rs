@@ -3,10 +3,11 @@
 //! each taking the layer as plain parts (conv weights, BatchNorm folded to scale and shift,
 //! activation) so that the kernels know nothing of the model's modules.
 
-use crate::fused;
+use crate::flex::slice;
 use crate::ops::{fast_path, is_dense, is_depthwise, is_pointwise, paddings};
 use crate::selection::{Kernel, is_enabled};
 use crate::simd::Act;
+use crate::{channels_last, fused};
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
@@ -78,11 +79,36 @@ pub fn conv_bn_act(x: Tensor<4>, layer: &FusedConv) -> Tensor<4> {
 
 /// A whole MBConv block through the fused kernels: expand (fused 1×1) → depthwise with SE's
 /// squeeze in the same pass (the two fused per band of rows on large maps) → SE's gates →
-/// project with the gates folded into its GEMM and the residual added in its epilogue. The caller asked [`fused_inference`].
+/// project with the gates folded into its GEMM and the residual added in its epilogue; large
+/// maps sample by sample (see [`channels_last::mbconv`]). The caller asked [`fused_inference`].
 pub fn mbconv(x: Tensor<4>, block: &FusedBlock) -> Tensor<4> {
-    let (y, means) = expand_depthwise_bn_act(x.clone(), block.expand.as_ref(), &block.depthwise, block.se.is_some());
-    let gates = block.se.as_ref().zip(means).map(|(se, m)| se_gates(&m, se));
-    pointwise_bn_act(y, &block.project, gates.as_deref(), block.residual.then_some(x))
+    let [_, cin, h, w] = x.dims();
+    let weights = |c: &Conv2d| fused::primitive(c.weight.val());
+    let expand = block.expand.as_ref().map(|e| {
+        assert!(is_pointwise(e.conv), "fused 1×1 expand conv expected");
+        (e, weights(e.conv))
+    });
+    let channels = expand.as_ref().map_or(cin, |(e, _)| e.conv.weight.dims()[0]);
+    let dconv = block.depthwise.conv;
+    assert!(is_depthwise(dconv, channels), "fused depthwise conv expected");
+    assert!(is_pointwise(block.project.conv), "fused 1×1 projection expected");
+    let (dw, pw) = (weights(dconv), weights(block.project.conv));
+    let se = block.se.as_ref().map(se_gates);
+    let parts = channels_last::Block {
+        expand: expand.as_ref().map(|(e, w)| channels_last::Expand { w: slice(w), bn: bn(e), act: e.act }),
+        depthwise: channels_last::Depthwise {
+            w: slice(&dw),
+            kernel: dconv.weight.dims()[2],
+            stride: dconv.stride[0],
+            pads: paddings(dconv, h, w),
+            bn: bn(&block.depthwise),
+            act: block.depthwise.act,
+        },
+        se: se.as_ref().map(|f| f as channels_last::Gates),
+        project: channels_last::Project { w: slice(&pw), bn: bn(&block.project) },
+        residual: block.residual,
+    };
+    fused::tensor(fused::mbconv(fused::raw(x), &parts))
 }
 
 fn bn<'a>(layer: &'a FusedConv) -> (&'a [f32], &'a [f32]) {
@@ -97,41 +123,14 @@ fn pointwise_bn_act(x: Tensor<4>, layer: &FusedConv, gates: Option<&[f32]>, resi
     fused::tensor(fused::pointwise_affine(fused::raw(x), w, bn(layer), layer.act, gates, residual.map(fused::raw)))
 }
 
-/// The optional 1×1 expand conv, then `act(scale ⊙ depthwise + shift)`, and, with `squeeze`, the
-/// `[n, c]` spatial means of the result (see [`fused::expand_depthwise_affine`]).
-fn expand_depthwise_bn_act(
-    x: Tensor<4>,
-    expand: Option<&FusedConv>,
-    layer: &FusedConv,
-    squeeze: bool,
-) -> (Tensor<4>, Option<Vec<f32>>) {
-    let [_, _, h, w] = x.dims();
-    let channels = expand.map_or(x.dims()[1], |e| e.conv.weight.dims()[0]);
-    assert!(is_depthwise(layer.conv, channels), "fused depthwise conv expected");
-    assert!(expand.is_none_or(|e| is_pointwise(e.conv)), "fused 1×1 expand conv expected");
-    let pads = paddings(layer.conv, h, w);
-    let expand = expand.map(|e| (fused::primitive(e.conv.weight.val()), bn(e), e.act));
-    let w = fused::primitive(layer.conv.weight.val());
-    let (y, means) = fused::expand_depthwise_affine(
-        fused::raw(x),
-        expand,
-        w,
-        layer.conv.stride[0],
-        pads,
-        bn(layer),
-        layer.act,
-        squeeze,
-    );
-    (fused::tensor(y), means)
-}
-
-/// Squeeze-excitation's `[n, c]` gates from the squeezed means.
-fn se_gates(means: &[f32], se: &FusedSe) -> Vec<f32> {
+/// Squeeze-excitation's gates as a function of the squeezed `[n, c]` means, for any n.
+fn se_gates(se: &FusedSe) -> impl Fn(&[f32]) -> Vec<f32> + Sync + use<> {
     let bias = |c: &Conv2d| c.bias.as_ref().map_or_else(|| vec![0.0; c.weight.dims()[0]], |b| to_vec(b.val()));
     let channels = se.expand.weight.dims()[0];
     let (w1, b1) = (to_vec(se.reduce.weight.val()), bias(se.reduce));
     let (w2, b2) = (to_vec(se.expand.weight.val()), bias(se.expand));
-    fused::se_gates(means, channels, (&w1, &b1), (&w2, &b2), se.act)
+    let act = se.act;
+    move |means: &[f32]| fused::se_gates(means, channels, (&w1, &b1), (&w2, &b2), act)
 }
 
 /// Global average pooling and `linear`, `mean_hw(x) · W + b`, from the `[n, c, h, w]` head

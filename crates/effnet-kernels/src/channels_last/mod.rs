@@ -14,10 +14,13 @@
 
 mod depthwise;
 mod expand_depthwise;
+mod mbconv;
 mod pointwise;
 
-pub use depthwise::depthwise_affine;
-pub use expand_depthwise::{Expand, expand_depthwise, expand_depthwise_applies};
+#[cfg(test)]
+pub(crate) use depthwise::depthwise_affine;
+pub use expand_depthwise::Expand;
+pub use mbconv::{Block, Depthwise, Gates, Project, mbconv};
 pub use pointwise::pointwise_affine;
 pub(crate) use pointwise::{Input, blocked};
 
