@@ -108,7 +108,7 @@ impl Step<2> for ChannelScale {
             (0..planes)
                 .into_par_iter()
                 .with_min_len((8192 / plane.max(1)).max(1))
-                .map(|p| g[p * plane..][..plane].iter().zip(&xs[p * plane..][..plane]).map(|(a, b)| a * b).sum())
+                .map(|p| crate::simd::dot_simd(&g[p * plane..][..plane], &xs[p * plane..][..plane]))
                 .collect()
         });
         let ds = shaped(ds, &s);

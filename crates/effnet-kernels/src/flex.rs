@@ -176,11 +176,7 @@ pub(crate) fn flex_channel_scale(x: FlexTensor, s: &FlexTensor) -> FlexTensor {
     let scales = slice(s);
     let apply = |out: &mut [f32], src: Option<&[f32]>| {
         out.par_chunks_mut(plane).with_min_len((8192 / plane.max(1)).max(1)).enumerate().for_each(|(p, o)| {
-            let k = scales[p];
-            match src {
-                Some(src) => o.iter_mut().zip(&src[p * plane..][..plane]).for_each(|(o, &v)| *o = v * k),
-                None => o.iter_mut().for_each(|v| *v *= k),
-            }
+            simd::scale(o, src.map(|s| &s[p * plane..][..plane]), scales[p]);
         })
     };
     if let Some((start, end)) = x.layout().contiguous_offsets()

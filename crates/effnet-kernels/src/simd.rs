@@ -233,7 +233,41 @@ fn mul_body<const F: bool>(dst: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
+/// `dst[i] = src[i]·k`, or `dst[i] ·= k` without `src`.
+#[inline(always)]
+fn scale_body<const F: bool>(dst: &mut [f32], src: Option<&[f32]>, k: f32) {
+    match src {
+        Some(src) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * k),
+        None => dst.iter_mut().for_each(|d| *d *= k),
+    }
+}
+
+/// `y[i] = a·x[i] + b`.
+#[inline(always)]
+fn affine_into_body<const F: bool>(x: &[f32], y: &mut [Out], a: f32, b: f32) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        o.write(madd::<F>(v, a, b));
+    }
+}
+
+/// `y[i] = k₁·g[i] + k₂·x[i] + k₃` (training BatchNorm's input gradient).
+#[inline(always)]
+fn affine2_into_body<const F: bool>(g: &[f32], x: &[f32], y: &mut [Out], (k1, k2, k3): (f32, f32, f32)) {
+    for ((o, &gv), &xv) in y.iter_mut().zip(g).zip(x) {
+        o.write(madd::<F>(k1, gv, madd::<F>(k2, xv, k3)));
+    }
+}
+
+#[inline(always)]
+fn dot_body<const F: bool>(a: &[f32], b: &[f32]) -> f32 {
+    dot(a, b)
+}
+
 multiversion!(pub(super) mul, mul_body, (dst: &mut [f32], a: &[f32], b: &[f32]));
+multiversion!(pub(super) scale, scale_body, (dst: &mut [f32], src: Option<&[f32]>, k: f32));
+multiversion!(pub(super) affine_into, affine_into_body, (x: &[f32], y: &mut [Out], a: f32, b: f32));
+multiversion!(pub(super) affine2_into, affine2_into_body, (g: &[f32], x: &[f32], y: &mut [Out], k: (f32, f32, f32)));
+multiversion!(pub(super) dot_simd, dot_body, (a: &[f32], b: &[f32]) -> f32);
 multiversion!(affine_simd, affine_body, (y: &mut [f32], a: f32, b: f32));
 multiversion!(affine_rows_simd, affine_rows_body, (y: &mut [f32], a: &[f32], b: &[f32]));
 multiversion!(affine_rows_silu_simd, affine_rows_silu_body, (y: &mut [f32], a: &[f32], b: &[f32]));
