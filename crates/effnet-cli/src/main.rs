@@ -6,6 +6,9 @@ mod eval_report;
 mod export;
 mod info;
 mod memory;
+
+#[global_allocator]
+static ALLOCATOR: memory::CacheAligned = memory::CacheAligned;
 mod model_args;
 mod npy;
 mod run;
