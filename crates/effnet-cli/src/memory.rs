@@ -75,31 +75,36 @@ fn with_header(layout: std::alloc::Layout) -> std::alloc::Layout {
     std::alloc::Layout::from_size_align(layout.size() + LINE, 16).expect("block size")
 }
 
+/// A block from `system` (`System`'s `alloc` or `alloc_zeroed`), with the header and alignment
+/// where `layout` gets them.
+///
+/// # Safety
+/// As `GlobalAlloc::alloc` for `layout`.
+unsafe fn alloc_via(
+    layout: std::alloc::Layout,
+    system: unsafe fn(&std::alloc::System, std::alloc::Layout) -> *mut u8,
+) -> *mut u8 {
+    // SAFETY: the caller's layout; with the header, a non-zero size as `align_in` needs.
+    unsafe {
+        if !padded(layout) {
+            return system(&std::alloc::System, layout);
+        }
+        let raw = system(&std::alloc::System, with_header(layout));
+        if raw.is_null() { raw } else { align_in(raw) }
+    }
+}
+
 // SAFETY: small or over-aligned blocks go to `System` unchanged; large ones are `System` blocks
 // `LINE` bytes longer, handed out from their first line boundary after at least 16 bytes, the
 // distance kept in the byte below (so `dealloc` and `realloc` find the block again).
 unsafe impl std::alloc::GlobalAlloc for CacheAligned {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if !padded(layout) {
-            // SAFETY: the caller's layout.
-            return unsafe { std::alloc::System.alloc(layout) };
-        }
-        // SAFETY: a non-zero size; the block is as `align_in` needs.
-        unsafe {
-            let raw = std::alloc::System.alloc(with_header(layout));
-            if raw.is_null() { raw } else { align_in(raw) }
-        }
+        // SAFETY: the caller's layout.
+        unsafe { alloc_via(layout, <std::alloc::System as std::alloc::GlobalAlloc>::alloc) }
     }
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if !padded(layout) {
-            // SAFETY: the caller's layout.
-            return unsafe { std::alloc::System.alloc_zeroed(layout) };
-        }
-        // SAFETY: as in `alloc`; calloc's block stays zero past the header byte.
-        unsafe {
-            let raw = std::alloc::System.alloc_zeroed(with_header(layout));
-            if raw.is_null() { raw } else { align_in(raw) }
-        }
+        // SAFETY: the caller's layout; calloc's block stays zero past the header byte.
+        unsafe { alloc_via(layout, <std::alloc::System as std::alloc::GlobalAlloc>::alloc_zeroed) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         // SAFETY: `ptr` came from `alloc`/`realloc` with this layout.

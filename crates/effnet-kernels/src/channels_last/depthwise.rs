@@ -56,17 +56,7 @@ fn taps_row_portable(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mut [
     let (rows, ih0) = span(oh, s, g.pad_top, g.height, k);
     for (ow, px) in out.chunks_exact_mut(c).enumerate() {
         let (cols, iw0) = span(ow, s, g.pad_left, g.width, k);
-        for (ch, o) in px.iter_mut().enumerate() {
-            let mut acc = 0.0f32;
-            for kh in rows.0..rows.1 {
-                let ih = (ih0 + kh as isize) as usize;
-                for kw in cols.0..cols.1 {
-                    let iw = (iw0 + kw as isize) as usize;
-                    acc += wt[(kh * k + kw) * c + ch] * x[(ih * g.width + iw) * c + ch];
-                }
-            }
-            o.write(acc);
-        }
+        tail_channels(g, x, wt, (ih0, rows), (iw0, cols), 0, px);
     }
 }
 
@@ -140,7 +130,8 @@ unsafe fn taps_row_avx2(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mu
     }
 }
 
-/// One pixel's channels from `full` on (those after the last whole 16-channel block).
+/// One pixel's channels from `full` on, one at a time (those after the last whole 16-channel
+/// block, or all of them in the portable kernel).
 #[inline(always)]
 fn tail_channels(
     g: &Geometry,
@@ -295,4 +286,43 @@ pub(super) fn by_bands(
         }
     }
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_taps_equal_the_avx2_kernel() {
+        // The portable kernel runs only on CPUs without AVX2: compared here row by row, on
+        // padded borders, pixel pairs, stride 2 and a channel tail.
+        for (shape, k, s, pads) in [
+            ([1, 40, 9, 11], 3, 1, [(1, 1), (1, 1)]),
+            ([1, 32, 12, 10], 5, 2, [(1, 2), (1, 2)]),
+            ([1, 17, 5, 6], 7, 1, [(3, 3), (3, 3)]),
+        ] {
+            let g = Geometry::new(shape, k, s, pads);
+            let c = g.channels;
+            let x = crate::test_values(g.height * g.width * c, 1, 0.0);
+            let wt = crate::test_values(k * k * c, 2, 0.0);
+            for oh in 0..g.out_height {
+                let row = |f: &dyn Fn(&mut [Out])| {
+                    let mut out = vec![Out::new(f32::NAN); g.out_width * c];
+                    f(&mut out);
+                    // SAFETY: both kernels write every element (NaN would remain otherwise).
+                    out.into_iter().map(|v| unsafe { v.assume_init() }).collect::<Vec<f32>>()
+                };
+                let portable = row(&|o| taps_row_portable(&g, &x, &wt, oh, o));
+                #[cfg(target_arch = "x86_64")]
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    let avx2 = row(&|o| unsafe { taps_row_avx2(&g, &x, &wt, oh, o) });
+                    for (i, (a, b)) in portable.iter().zip(&avx2).enumerate() {
+                        assert!((a - b).abs() <= 1e-5, "{g:?} row {oh} [{i}]: {a} vs {b}");
+                    }
+                }
+                assert!(portable.iter().all(|v| v.is_finite()), "{g:?} row {oh}");
+            }
+        }
+    }
 }
