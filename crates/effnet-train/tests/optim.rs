@@ -97,6 +97,9 @@ fn backbone_lr_scale_multiplies_the_backbone_step_only() {
     assert!(max_change(&head_full) > 1e-4);
     assert_eq!(max_change(&(head_full.1, head_quarter.1)), 0.0, "the head's step changed");
     for ((b, full), quarter) in stem_full.0.iter().zip(&stem_full.1).zip(&stem_quarter.1) {
-        assert!(((quarter - b) - 0.25 * (full - b)).abs() < 1e-6, "{b} {full} {quarter}");
+        // f32 rounding of the updated weights: a few ulps of the step (random inits give steps
+        // of 200 and more, where an absolute 1e-6 is below one ulp; CI failed so once).
+        let tol = 1e-6 + 4e-7 * (full - b).abs();
+        assert!(((quarter - b) - 0.25 * (full - b)).abs() <= tol, "{b} {full} {quarter}");
     }
 }
