@@ -4,7 +4,7 @@
 
 use crate::flex::{
     EffnetKernels, bn_dims, contiguous, depthwise_forward, flex_bn_normalize, flex_bn_stats, flex_channel_scale,
-    geometry, map, new_tensor, pw_dims, pw_forward, scale_dims, slice, zip,
+    geometry, map, new_tensor, overwrite, pw_dims, pw_forward, scale_dims, slice, zip,
 };
 use crate::{batchnorm, depthwise, pointwise, simd};
 use burn::backend::autodiff::Autodiff;
@@ -133,18 +133,27 @@ impl Step<2> for Pointwise {
 #[derive(Debug)]
 struct BatchNorm {
     eps: f64,
+    /// Followed by SiLU (see [`batchnorm::backward_silu`]).
+    silu: bool,
 }
 
 impl Step<3> for BatchNorm {
-    /// Input, statistics and γ.
-    type State = (FlexTensor, FlexTensor, FlexTensor);
+    /// Input, statistics, γ and β.
+    type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor);
 
-    fn grads(self, (x, stats, gamma): Self::State, grad: FlexTensor, _: [bool; 3]) -> [Option<FlexTensor>; 3] {
+    fn grads(self, (x, stats, gamma, beta): Self::State, grad: FlexTensor, _: [bool; 3]) -> [Option<FlexTensor>; 3] {
         let d = bn_dims(&x);
         let (mean, var) = slice(&stats).split_at(d.channels);
-        let (dx, dgamma, dbeta) = batchnorm::backward(&d, slice(&x), slice(&grad), mean, var, slice(&gamma), self.eps);
+        let (gamma, beta) = (slice(&gamma), slice(&beta));
+        let (dx, (dgamma, dbeta)) = if self.silu {
+            // The output gradient becomes the input gradient in place.
+            overwrite(grad, |g| batchnorm::backward_silu(&d, slice(&x), g, mean, var, gamma, beta, self.eps))
+        } else {
+            let (dx, dgamma, dbeta) = batchnorm::backward(&d, slice(&x), slice(&grad), mean, var, gamma, self.eps);
+            (new_tensor(dx, x.layout().shape().clone()), (dgamma, dbeta))
+        };
         let channels = |g| new_tensor(g, Shape::from([d.channels]));
-        [shaped(Some(dx), &x), Some(channels(dgamma)), Some(channels(dbeta))]
+        [Some(dx), Some(channels(dgamma)), Some(channels(dbeta))]
     }
 }
 
@@ -196,16 +205,17 @@ impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        silu: bool,
     ) -> FloatTensor<Self> {
         let stats = contiguous(stats.into_primitive());
         record::<_, C, 3>(
-            BatchNorm { eps },
+            BatchNorm { eps, silu },
             [x, gamma, beta],
             |[x, gamma, beta]| {
-                let out = flex_bn_normalize(&x, &stats, &gamma, &beta, eps);
-                ((x, stats.clone(), gamma), out)
+                let out = flex_bn_normalize(&x, &stats, &gamma, &beta, eps, silu);
+                ((x, stats.clone(), gamma, beta), out)
             },
-            |[x, gamma, beta]| flex_bn_normalize(&x, &stats, &gamma, &beta, eps),
+            |[x, gamma, beta]| flex_bn_normalize(&x, &stats, &gamma, &beta, eps, silu),
         )
     }
 

@@ -46,14 +46,16 @@ pub trait EffnetKernels: Backend {
     /// Batch mean (row 0) and biased variance (row 1) per channel of `[n, c, h, w]`, as `[2, c]`;
     /// a constant for autodiff (the gradient flows through [`Self::bn_normalize`]).
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Training-mode BatchNorm output from the statistics of [`Self::bn_stats`]; its backward
-    /// accounts for the statistics' dependence on `x`.
+    /// Training-mode BatchNorm output from the statistics of [`Self::bn_stats`], followed by
+    /// SiLU when `silu` (then the BatchNorm output is never stored); its backward accounts for
+    /// the statistics' dependence on `x`.
     fn bn_normalize(
         x: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        silu: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -78,6 +80,21 @@ pub(crate) fn map(x: FlexTensor, f: fn(&[f32], &mut [simd::Out])) -> FlexTensor 
     // SAFETY: the simd kernels write every output element (their slices have equal lengths).
     let out = unsafe { simd::filled(shape.num_elements(), |o| f(slice(&x), o)) };
     new_tensor(out, shape)
+}
+
+/// `f` on `x`'s elements in place when nobody else holds them, else on a copy; the result is
+/// the overwritten tensor.
+pub(crate) fn overwrite<R>(x: FlexTensor, f: impl FnOnce(&mut [f32]) -> R) -> (FlexTensor, R) {
+    let mut x = contiguous(x);
+    if let Some((start, end)) = x.layout().contiguous_offsets()
+        && let Some(buf) = x.try_storage_mut::<f32>()
+    {
+        let r = f(&mut buf[start..end]);
+        return (x, r);
+    }
+    let mut copy = slice(&x).to_vec();
+    let r = f(&mut copy);
+    (new_tensor(copy, x.layout().shape().clone()), r)
 }
 
 /// In inference nobody else holds the input, so the result can overwrite it.
@@ -139,11 +156,12 @@ pub(crate) fn flex_bn_normalize(
     gamma: &FlexTensor,
     beta: &FlexTensor,
     eps: f64,
+    silu: bool,
 ) -> FlexTensor {
     let d = bn_dims(x);
     let (mean, var) = slice(stats).split_at(d.channels);
     let (a, b) = batchnorm::affine(mean, var, slice(gamma), slice(beta), eps);
-    new_tensor(batchnorm::normalize(&d, slice(x), &a, &b), x.layout().shape().clone())
+    new_tensor(batchnorm::normalize(&d, slice(x), &a, &b, silu), x.layout().shape().clone())
 }
 
 pub(crate) fn pw_dims(x: &FlexTensor, w: &FlexTensor) -> pointwise::Dims {
@@ -214,11 +232,7 @@ impl EffnetKernels for Flex {
             batchnorm::normalize_in_place(&d, &mut buf[start..end], &a, &b, silu);
             return x;
         }
-        let mut out = batchnorm::normalize(&d, slice(&x), &a, &b);
-        if silu {
-            simd::silu_in_place(&mut out);
-        }
-        new_tensor(out, x.layout().shape().clone())
+        new_tensor(batchnorm::normalize(&d, slice(&x), &a, &b, silu), x.layout().shape().clone())
     }
 
     fn pointwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -235,9 +249,10 @@ impl EffnetKernels for Flex {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        silu: bool,
     ) -> FloatTensor<Self> {
         let (x, stats, gamma, beta) = (contiguous(x), contiguous(stats), contiguous(gamma), contiguous(beta));
-        flex_bn_normalize(&x, &stats, &gamma, &beta, eps)
+        flex_bn_normalize(&x, &stats, &gamma, &beta, eps, silu)
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -121,15 +121,26 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, generic: impl FnOnce(Tensor<4>) -> Te
 }
 
 /// Training-mode BatchNorm (batch statistics) of `[n, c, h, w]`: burn's `batch_norm_train`,
-/// through the fused kernels on the fast path.
+/// through the fused kernels on the fast path. With `then_silu` the output is `silu` of it, in
+/// the same pass on the fast path (where the BatchNorm output is then never stored: one
+/// activation fewer kept for the backward, which recomputes it).
 pub fn batch_norm_train(
     x: Tensor<4>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
+    then_silu: bool,
 ) -> burn::tensor::module::BatchNormTrainOutput<4> {
-    if !use_kernel(Kernel::BatchNorm, &x) {
-        return burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+    if !use_kernel(Kernel::BatchNorm, &x) || (then_silu && !is_enabled(Kernel::Activation)) {
+        let mut out = if use_kernel(Kernel::BatchNorm, &x) {
+            batch_norm_train(x, gamma, beta, epsilon, false)
+        } else {
+            burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon)
+        };
+        if then_silu {
+            out.output = silu(out.output);
+        }
+        return out;
     }
     let channels = x.dims()[1];
     let stats: Tensor<2> = Tensor::from_dispatch(<Dispatch as EffnetKernels>::bn_stats(x.clone().into_dispatch()));
@@ -139,6 +150,7 @@ pub fn batch_norm_train(
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
+        then_silu,
     ));
     burn::tensor::module::BatchNormTrainOutput {
         output,

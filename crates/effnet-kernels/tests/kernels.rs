@@ -116,19 +116,25 @@ fn depthwise_and_pointwise_conv_values_and_gradients_match_burn() {
 #[test]
 fn batch_norm_train_values_statistics_and_gradients_match_burn() {
     let device = autodiff();
-    for (shape, offset) in [([4, 6, 9, 7], 0.0), ([2, 3, 1, 1], 5.0), ([8, 16, 4, 4], 50.0)] {
+    let cases = [([4, 6, 9, 7], 0.0, false), ([2, 3, 1, 1], 5.0, false), ([8, 16, 4, 4], 50.0, false)];
+    // With SiLU fused in: against burn's BatchNorm followed by burn's SiLU.
+    let with_silu = [([4, 6, 9, 7], 0.0, true), ([2, 3, 1, 1], 5.0, true), ([3, 5, 16, 17], 0.5, true)];
+    for (shape, offset, silu) in cases.into_iter().chain(with_silu) {
         let x = (random(shape, &device) + offset).require_grad();
         let gamma = random([shape[1]], &device).require_grad();
         let beta = random([shape[1]], &device).require_grad();
-        let a = kernels::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3);
-        let b = burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3);
+        let a = kernels::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3, silu);
+        let mut b = burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3);
+        if silu {
+            b.output = burn::tensor::activation::silu(b.output);
+        }
         let tol = 1e-4 * (1.0 + offset);
         for (name, d) in [
             ("output", max_diff(a.output.clone(), b.output.clone())),
             ("mean", max_diff(a.mean, b.mean)),
             ("variance", max_diff(a.variance, b.variance)),
         ] {
-            assert!(d < tol, "{shape:?}: {name} differs by {d}");
+            assert!(d < tol, "{shape:?} (silu: {silu}): {name} differs by {d}");
         }
         let g = random(shape, &device);
         let ga = (a.output * g.clone()).sum().backward();
@@ -136,7 +142,10 @@ fn batch_norm_train_values_statistics_and_gradients_match_burn() {
         let dx = max_diff(x.grad(&ga).unwrap(), x.grad(&gb).unwrap());
         let dgamma = max_diff(gamma.grad(&ga).unwrap(), gamma.grad(&gb).unwrap());
         let dbeta = max_diff(beta.grad(&ga).unwrap(), beta.grad(&gb).unwrap());
-        assert!(dx < 1e-3 && dgamma < 1e-3 && dbeta < 1e-3, "{shape:?}: gradients differ by {dx}, {dgamma}, {dbeta}");
+        assert!(
+            dx < 1e-3 && dgamma < 1e-3 && dbeta < 1e-3,
+            "{shape:?} (silu: {silu}): gradients differ by {dx}, {dgamma}, {dbeta}"
+        );
     }
 }
 

@@ -46,7 +46,7 @@ impl BatchNorm {
         self.forward_then(x, false)
     }
 
-    /// `silu(self.forward(x))`, fused into one pass in inference on the Flex fast path.
+    /// `silu(self.forward(x))`, fused into one pass on the Flex fast path.
     pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
         self.forward_then(x, true)
     }
@@ -60,8 +60,7 @@ impl BatchNorm {
             return y.cast(dtype);
         }
         if x.device().is_autodiff() && self.training.is_enabled() {
-            let y = self.forward_train(x);
-            return if silu { crate::kernels::silu(y) } else { y };
+            return self.forward_train(x, silu);
         }
         let device = x.device();
         crate::kernels::batch_norm_inference(
@@ -92,11 +91,11 @@ impl BatchNorm {
         self.running_var = RunningState::new(self.running_var.value_sync());
     }
 
-    fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward_train(&self, x: Tensor<4>, silu: bool) -> Tensor<4> {
         let device = x.device();
         let [n, _, h, w] = x.dims();
         let count = (n * h * w) as f64;
-        let result = crate::kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        let result = crate::kernels::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon, silu);
         let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
         let m = self.momentum;
         let mean = self.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m).add(result.mean.mul_scalar(m));
