@@ -359,42 +359,83 @@ fn input_grad_plane_body<const F: bool>(
     }
 }
 
-/// One plane's k×k weight gradient (added to `acc`) from its phase-layout input `buf`.
+/// `T` taps' weight gradients `Σ dy·x` over a plane, all in registers: `dyp` is the output
+/// gradient in whole 8-lane blocks per row (row stride `bw`, zeros past the row's end), so
+/// every row, however short (B0's 7×7 and 14×14 maps), runs as full vectors without a scalar
+/// tail; each tap adds one FMA per block into its own chain.
+///
+/// # Safety
+/// `buf` must hold `oh·step + col + t + LANES` readable floats for every block (row `oh`,
+/// column `col`) of `dyp` and every `t` in `taps` (checked once per plane by the caller).
+#[inline(always)]
+unsafe fn tap_grads<const F: bool, const T: usize>(
+    taps: &[usize],
+    step: usize,
+    bw: usize,
+    dyp: &[f32],
+    buf: *const f32,
+) -> [f32; T] {
+    let taps: [usize; T] = std::array::from_fn(|i| taps[i]);
+    let mut acc = [[0.0f32; LANES]; T];
+    for (oh, row) in dyp.chunks_exact(bw).enumerate() {
+        for (b, d) in row.chunks_exact(LANES).enumerate() {
+            // SAFETY: in bounds by the caller's guarantee.
+            let base = unsafe { buf.add(oh * step + b * LANES) };
+            for (acc, &t) in acc.iter_mut().zip(&taps) {
+                for j in 0..LANES {
+                    // SAFETY: as above.
+                    acc[j] = super::simd::madd::<F>(d[j], unsafe { *base.add(t + j) }, acc[j]);
+                }
+            }
+        }
+    }
+    acc.map(|a| a.iter().sum())
+}
+
+/// One plane's k×k weight gradient (added to `acc`) from its phase-layout input `buf` and its
+/// output gradient padded to whole blocks (see [`tap_grads`]): k = 3 with all nine taps in one
+/// sweep, k = 5 one kernel row (five chains) per sweep, other sizes one tap per sweep.
 #[inline(always)]
 fn weight_grad_plane_body<const F: bool>(
     taps: &[usize],
     step: usize,
-    ow: usize,
+    bw: usize,
     dyp: &[f32],
     buf: &[f32],
     acc: &mut [f32],
 ) {
-    // Eight-lane partial sums per tap carried across the rows, added up once at the end (a
-    // dot product per row and tap paid a horizontal sum each time).
-    const MAX_TAPS: usize = 25;
-    if taps.len() > MAX_TAPS {
-        for (oh, dyr) in dyp.chunks_exact(ow).enumerate() {
-            for (a, &t) in acc.iter_mut().zip(taps) {
-                *a += super::simd::dot(dyr, &buf[oh * step + t..][..ow]);
-            }
-        }
-        return;
-    }
-    let mut lanes = [[0.0f32; LANES]; MAX_TAPS];
-    let full = ow / LANES * LANES;
-    for (oh, dyr) in dyp.chunks_exact(ow).enumerate() {
-        for ((a, l), &t) in acc.iter_mut().zip(lanes.iter_mut()).zip(taps) {
-            let row = &buf[oh * step + t..][..ow];
-            for (d, b) in dyr[..full].chunks_exact(LANES).zip(row[..full].chunks_exact(LANES)) {
-                for j in 0..LANES {
-                    l[j] = super::simd::madd::<F>(d[j], b[j], l[j]);
+    let reach = taps.iter().max().map_or(0, |t| t + LANES);
+    let rows = dyp.len() / bw;
+    assert!(rows == 0 || (rows - 1) * step + bw - LANES + reach <= buf.len(), "phase buffer too short");
+    let (p, k) = (buf.as_ptr(), taps.len());
+    // SAFETY: bounds checked above.
+    unsafe {
+        match k {
+            9 => acc.iter_mut().zip(tap_grads::<F, 9>(taps, step, bw, dyp, p)).for_each(|(a, v)| *a += v),
+            25 => {
+                for (a, t) in acc.chunks_exact_mut(5).zip(taps.chunks_exact(5)) {
+                    a.iter_mut().zip(tap_grads::<F, 5>(t, step, bw, dyp, p)).for_each(|(a, v)| *a += v);
                 }
             }
-            *a += dyr[full..].iter().zip(&row[full..]).map(|(d, b)| d * b).sum::<f32>();
+            _ => {
+                for (a, t) in acc.iter_mut().zip(taps) {
+                    *a += tap_grads::<F, 1>(std::slice::from_ref(t), step, bw, dyp, p)[0];
+                }
+            }
         }
     }
-    for (a, l) in acc.iter_mut().zip(&lanes) {
-        *a += l.iter().sum::<f32>();
+}
+
+/// `dyp` (rows of `ow`) into `out` as rows of `bw ≥ ow` with zeros after each row's end; `out`
+/// is reused across planes of one geometry, so the zeros are written only when it is resized.
+fn pad_rows(dyp: &[f32], ow: usize, bw: usize, out: &mut Vec<f32>) {
+    let len = dyp.len() / ow * bw;
+    if out.len() != len {
+        out.clear();
+        out.resize(len, 0.0);
+    }
+    for (src, dst) in dyp.chunks_exact(ow).zip(out.chunks_exact_mut(bw)) {
+        copy_row(src, &mut dst[..ow]);
     }
 }
 
@@ -411,7 +452,7 @@ super::simd::multiversion!(
 super::simd::multiversion!(
     weight_grad_plane,
     weight_grad_plane_body,
-    (taps: &[usize], step: usize, ow: usize, dyp: &[f32], buf: &[f32], acc: &mut [f32])
+    (taps: &[usize], step: usize, bw: usize, dyp: &[f32], buf: &[f32], acc: &mut [f32])
 );
 
 /// For stride 1, the input gradient as a forward conv: `dx` is `dy` correlated with each kernel
@@ -472,10 +513,16 @@ pub fn backward(
     let dw = want_dw.then(|| {
         // One partial k×k gradient per plane (parallel, no sharing), then a sum over the batch.
         let mut partial = vec![0.0f32; planes * kk];
-        partial.par_chunks_mut(kk).with_min_len(g.min_planes()).enumerate().for_each_init(Vec::new, |buf, (p, acc)| {
-            ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
-            weight_grad_plane(&taps, step, ow, &dy[p * op..(p + 1) * op], buf, acc);
-        });
+        let bw = ow.div_ceil(LANES) * LANES;
+        let init = || (Vec::new(), Vec::new());
+        partial.par_chunks_mut(kk).with_min_len(g.min_planes()).enumerate().for_each_init(
+            init,
+            |(buf, dyp), (p, acc)| {
+                ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
+                pad_rows(&dy[p * op..(p + 1) * op], ow, bw, dyp);
+                weight_grad_plane(&taps, step, bw, dyp, buf, acc);
+            },
+        );
         let mut dw = vec![0.0f32; g.channels * kk];
         for n in 0..g.batch {
             for (o, &v) in dw.iter_mut().zip(&partial[n * g.channels * kk..(n + 1) * g.channels * kk]) {
@@ -546,6 +593,9 @@ mod tests {
             ([2, 3, 1, 1], 3, 2, [(0, 2), (0, 2)]),
             ([1, 2, 15, 17], 3, 1, [(1, 1), (1, 1)]),
             ([1, 2, 14, 14], 5, 1, [(2, 2), (2, 2)]),
+            // Kernel sizes outside B0's 3 and 5 (the weight gradient's one-tap sweeps).
+            ([2, 2, 9, 10], 7, 1, [(3, 3), (3, 3)]),
+            ([1, 3, 6, 5], 2, 2, [(0, 1), (0, 0)]),
         ];
         for (i, (shape, k, s, pads)) in cases.into_iter().enumerate() {
             let g = Geometry::new(shape, k, s, pads);
