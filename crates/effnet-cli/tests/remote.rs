@@ -212,10 +212,14 @@ fn two_remote_servers_follow_the_one_device_loss_curve() {
             assert_eq!(x.lr, y.lr, "{split} epoch {}", x.epoch);
         }
     }
-    // The run learns (measured: train loss −2.2 %, validation loss −5.9 % over the two epochs),
-    // so the curves compare training, not a network stuck at chance.
+    // The run learns, so the curves compare training, not a network stuck at chance: the train
+    // loss falls over the two epochs and the validation loss ends below chance's ln 10 by 3 %.
+    // (Measured across kernel changes, which move the pre-trained init: train −2.2 … −8.2 %,
+    // final validation 2.17–2.21; the validation loss of 4 steps on held BatchNorm does not fall
+    // reliably from epoch to epoch, −5.9 … −0.4 %, so it is not compared between epochs.)
     let (t, v) = (rows(&remote, "train"), rows(&remote, "valid"));
-    assert!(t[1].loss < 0.99 * t[0].loss && v[1].loss < 0.97 * v[0].loss, "the remote run did not learn: {t:?} {v:?}");
+    let chance = 10f64.ln();
+    assert!(t[1].loss < 0.99 * t[0].loss && v[1].loss < 0.97 * chance, "the remote run did not learn: {t:?} {v:?}");
 
     // Inference on a remote device through the CLI gives the local device's numbers.
     let weights = remote.join("latest.bpk");

@@ -4,9 +4,9 @@
 
 use crate::flex::{
     EffnetKernels, bn_dims, contiguous, depthwise_forward, flex_bn_normalize, flex_bn_stats, flex_channel_scale,
-    geometry, map, new_tensor, overwrite, pw_dims, pw_forward, scale_dims, slice, zip,
+    flex_squeeze_excite, geometry, map, new_tensor, overwrite, pw_dims, pw_forward, scale_dims, slice, zip,
 };
-use crate::{batchnorm, depthwise, pointwise, simd};
+use crate::{batchnorm, depthwise, pointwise, simd, squeeze_excite};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -157,7 +157,47 @@ impl Step<3> for BatchNorm {
     }
 }
 
+#[derive(Debug)]
+struct SqueezeExcite {
+    act: simd::Act,
+}
+
+impl Step<5> for SqueezeExcite {
+    /// Input, the four weights, and the forward's means, bottleneck and gates.
+    type State = ([FlexTensor; 5], squeeze_excite::Saved);
+
+    fn grads(self, (se, saved): Self::State, grad: FlexTensor, _: [bool; 5]) -> [Option<FlexTensor>; 5] {
+        let [x, w1, b1, w2, b2] = &se;
+        let d = crate::flex::se_dims(x, w1);
+        let w =
+            squeeze_excite::Weights { reduce: (slice(w1), slice(b1)), expand: (slice(w2), slice(b2)), act: self.act };
+        // The output gradient becomes the input gradient in place.
+        let (dx, g) = overwrite(grad, |g| squeeze_excite::backward(&d, slice(x), &w, &saved, g));
+        let like = |v: Vec<f32>, t: &FlexTensor| Some(new_tensor(v, t.layout().shape().clone()));
+        [Some(dx), like(g.reduce.0, w1), like(g.reduce.1, b1), like(g.expand.0, w2), like(g.expand.1, b2)]
+    }
+}
+
 impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
+    fn squeeze_excite(
+        x: FloatTensor<Self>,
+        reduce_weight: FloatTensor<Self>,
+        reduce_bias: FloatTensor<Self>,
+        expand_weight: FloatTensor<Self>,
+        expand_bias: FloatTensor<Self>,
+        act: simd::Act,
+    ) -> FloatTensor<Self> {
+        record::<_, C, 5>(
+            SqueezeExcite { act },
+            [x, reduce_weight, reduce_bias, expand_weight, expand_bias],
+            |se| {
+                let (out, saved) = flex_squeeze_excite(se.each_ref(), act);
+                ((se, saved), out)
+            },
+            |se| flex_squeeze_excite(se.each_ref(), act).0,
+        )
+    }
+
     fn channel_scale(x: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self> {
         record::<_, C, 2>(
             ChannelScale,

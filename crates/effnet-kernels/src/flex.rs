@@ -3,7 +3,7 @@
 //! feature).
 //! Other backends never reach this file: [`crate::fast_path`] routes them to burn's own ops.
 
-use super::{batchnorm, depthwise, pointwise, simd};
+use super::{batchnorm, depthwise, pointwise, simd, squeeze_excite};
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
@@ -46,6 +46,16 @@ pub trait EffnetKernels: Backend {
     /// Batch mean (row 0) and biased variance (row 1) per channel of `[n, c, h, w]`, as `[2, c]`;
     /// a constant for autodiff (the gradient flows through [`Self::bn_normalize`]).
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Squeeze-excitation `x · sigmoid(W₂ · act(W₁ · mean(x) + b₁) + b₂)` of `[n, c, h, w]`
+    /// as one op, with the two 1×1 convs' weights `[r, c, 1, 1]`, `[c, r, 1, 1]` and biases.
+    fn squeeze_excite(
+        x: FloatTensor<Self>,
+        reduce_weight: FloatTensor<Self>,
+        reduce_bias: FloatTensor<Self>,
+        expand_weight: FloatTensor<Self>,
+        expand_bias: FloatTensor<Self>,
+        act: simd::Act,
+    ) -> FloatTensor<Self>;
     /// Training-mode BatchNorm output from the statistics of [`Self::bn_stats`], followed by
     /// SiLU when `silu` (then the BatchNorm output is never stored); its backward accounts for
     /// the statistics' dependence on `x`.
@@ -180,6 +190,21 @@ pub(crate) fn pw_forward(x: &FlexTensor, w: &FlexTensor) -> FlexTensor {
     new_tensor(pointwise::forward(&d, slice(x), slice(w)), Shape::from([n, d.cout, h, wd]))
 }
 
+pub(crate) fn se_dims(x: &FlexTensor, reduce_weight: &FlexTensor) -> squeeze_excite::Dims {
+    let d = x.layout().shape();
+    let wd = reduce_weight.layout().shape();
+    assert!(d.num_dims() == 4 && wd.num_dims() == 4 && wd[1] == d[1], "SE weight {wd:?} for input {d:?}");
+    squeeze_excite::Dims { batch: d[0], channels: d[1], plane: d[2] * d[3], reduced: wd[0] }
+}
+
+/// The SE output and what its backward keeps; the inputs as [`EffnetKernels::squeeze_excite`]'s.
+pub(crate) fn flex_squeeze_excite(se: [&FlexTensor; 5], act: simd::Act) -> (FlexTensor, squeeze_excite::Saved) {
+    let [x, w1, b1, w2, b2] = se;
+    let w = squeeze_excite::Weights { reduce: (slice(w1), slice(b1)), expand: (slice(w2), slice(b2)), act };
+    let (y, saved) = squeeze_excite::forward(&se_dims(x, w1), slice(x), &w);
+    (new_tensor(y, x.layout().shape().clone()), saved)
+}
+
 pub(crate) fn scale_dims(x: &FlexTensor, s: &FlexTensor) -> (usize, usize) {
     let d = x.layout().shape();
     let sd = s.layout().shape();
@@ -241,6 +266,18 @@ impl EffnetKernels for Flex {
 
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
         flex_bn_stats(x)
+    }
+
+    fn squeeze_excite(
+        x: FloatTensor<Self>,
+        reduce_weight: FloatTensor<Self>,
+        reduce_bias: FloatTensor<Self>,
+        expand_weight: FloatTensor<Self>,
+        expand_bias: FloatTensor<Self>,
+        act: simd::Act,
+    ) -> FloatTensor<Self> {
+        let se = [x, reduce_weight, reduce_bias, expand_weight, expand_bias].map(contiguous);
+        flex_squeeze_excite(se.each_ref(), act).0
     }
 
     fn bn_normalize(

@@ -25,13 +25,14 @@ mod ops;
 mod pointwise;
 mod selection;
 mod simd;
+mod squeeze_excite;
 
 pub use inference::{
     FusedBlock, FusedConv, FusedSe, conv_bn_act, fold_batch_norm, fused_inference, mbconv, pool_linear,
 };
 pub use ops::{
     batch_norm_inference, batch_norm_train, channel_scale, conv2d, fast_path, is_dense, is_depthwise, is_pointwise,
-    paddings, sigmoid, silu,
+    paddings, sigmoid, silu, squeeze_excite,
 };
 pub use selection::{Kernel, KernelSelection, is_enabled, kernel_selection, set_kernel_selection};
 pub use simd::Act;

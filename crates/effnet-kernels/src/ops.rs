@@ -202,6 +202,38 @@ fn bn_inference(
     ))
 }
 
+/// Squeeze-excitation `x · sigmoid(expand(act(reduce(mean(x)))))` with `reduce`/`expand` 1×1
+/// convs with bias: one op on the fast path (see `squeeze_excite.rs`), `generic` (the model's
+/// op-by-op version) for any other conv, dtype or backend.
+pub fn squeeze_excite(
+    x: Tensor<4>,
+    reduce: &Conv2d,
+    expand: &Conv2d,
+    act: crate::Act,
+    generic: impl FnOnce(Tensor<4>) -> Tensor<4>,
+) -> Tensor<4> {
+    let one_by_one = |c: &Conv2d| {
+        c.groups == 1
+            && c.kernel_size == [1, 1]
+            && c.stride == [1, 1]
+            && c.dilation == [1, 1]
+            && matches!(c.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0))
+    };
+    let ours = use_kernel(Kernel::ChannelScale, &x) && is_enabled(Kernel::Activation);
+    let (Some(b1), Some(b2)) = (&reduce.bias, &expand.bias) else { return generic(x) };
+    if !ours || !one_by_one(reduce) || !one_by_one(expand) {
+        return generic(x);
+    }
+    Tensor::from_dispatch(<Dispatch as EffnetKernels>::squeeze_excite(
+        x.into_dispatch(),
+        reduce.weight.val().into_dispatch(),
+        b1.val().into_dispatch(),
+        expand.weight.val().into_dispatch(),
+        b2.val().into_dispatch(),
+        act,
+    ))
+}
+
 /// Squeeze-excitation's rescale `x · s` of `[n, c, h, w]` by `[n, c, 1, 1]` (in place in
 /// inference; burn's broadcast multiply otherwise).
 pub fn channel_scale(x: Tensor<4>, s: Tensor<4>) -> Tensor<4> {

@@ -27,7 +27,14 @@ pub(super) struct View {
 }
 
 /// `dst[m×n] (row stride n) (+)= lhs[m×k] · rhs[k×n]`.
-fn matmul(dst: &mut [Out], accumulate: bool, (m, n, k): (usize, usize, usize), lhs: View, rhs: View, threads: usize) {
+pub(super) fn matmul(
+    dst: &mut [Out],
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: View,
+    rhs: View,
+    threads: usize,
+) {
     assert!(dst.len() >= m * n);
     // SAFETY: `dst` holds m×n elements at row stride n; the callers build `lhs`/`rhs` from
     // slices that hold the m×k and k×n elements their strides address (checked by the slice

@@ -14,7 +14,8 @@ pub enum Kernel {
     BatchNorm = 4,
     /// 1×1 convolutions as one GEMM per sample.
     Pointwise = 8,
-    /// Squeeze-excitation's per-channel rescale.
+    /// Squeeze-excitation: the whole block as one op (squeeze, gates, rescale; with the
+    /// activation kernels on), and the rescale alone.
     ChannelScale = 16,
     /// Inference only: BN folded into the 1×1/depthwise conv outputs with the activation,
     /// SE's squeeze/rescale and the residual add fused in (see `fused.rs`).

@@ -150,6 +150,56 @@ fn batch_norm_train_values_statistics_and_gradients_match_burn() {
 }
 
 #[test]
+fn squeeze_excite_values_and_gradients_match_burn() {
+    let device = autodiff();
+    for (shape, reduced, act) in [
+        ([3, 8, 5, 7], 2, kernels::Act::Silu),
+        ([2, 6, 1, 1], 3, kernels::Act::Relu6),
+        ([1, 4, 4, 4], 4, kernels::Act::Silu),
+    ] {
+        let c = shape[1];
+        let reduce = Conv2dConfig::new([c, reduced], [1, 1]).init(&device);
+        let expand = Conv2dConfig::new([reduced, c], [1, 1]).init(&device);
+        let burn_se = |x: Tensor<4>| {
+            let s = reduce.forward(x.clone().mean_dim(2).mean_dim(3));
+            let s = match act {
+                kernels::Act::Relu6 => burn::tensor::activation::relu(s).clamp_max(6.0),
+                _ => burn::tensor::activation::silu(s),
+            };
+            x * burn::tensor::activation::sigmoid(expand.forward(s))
+        };
+        let x = random(shape, &device).require_grad();
+        let ya = kernels::squeeze_excite(x.clone(), &reduce, &expand, act, |_| panic!("the kernel covers this SE"));
+        let yb = burn_se(x.clone());
+        let d = max_diff(ya.clone(), yb.clone());
+        assert!(d < 1e-5, "{shape:?}: forward differs by {d}");
+        let g = random(shape, &device);
+        let ga = (ya * g.clone()).sum().backward();
+        let gb = (yb * g).sum().backward();
+        let grads = [
+            ("x", max_diff(x.grad(&ga).unwrap(), x.grad(&gb).unwrap())),
+            ("reduce weight", max_diff(reduce.weight.grad(&ga).unwrap(), reduce.weight.grad(&gb).unwrap())),
+            ("expand weight", max_diff(expand.weight.grad(&ga).unwrap(), expand.weight.grad(&gb).unwrap())),
+        ];
+        let bias = |conv: &burn::nn::conv::Conv2d, grads| conv.bias.as_ref().unwrap().grad(grads).unwrap();
+        let biases = [
+            ("reduce bias", max_diff(bias(&reduce, &ga), bias(&reduce, &gb))),
+            ("expand bias", max_diff(bias(&expand, &ga), bias(&expand, &gb))),
+        ];
+        for (name, d) in grads.into_iter().chain(biases) {
+            assert!(d < 1e-4, "{shape:?}: {name} gradient differs by {d}");
+        }
+        // Without autodiff: the same op, untracked.
+        let xi = x.clone().inner();
+        let d = max_diff(
+            kernels::squeeze_excite(xi.clone(), &reduce.valid(), &expand.valid(), act, |x| x),
+            burn_se(x.clone()).inner(),
+        );
+        assert!(d < 1e-5, "{shape:?}: inference differs by {d}");
+    }
+}
+
+#[test]
 fn kernel_selection_parses_names_and_rejects_typos() {
     let parse = |s: &str| s.parse::<KernelSelection>().map(KernelSelection::kernels);
     assert_eq!(parse("all").unwrap(), Kernel::ALL.to_vec());

@@ -143,7 +143,12 @@ impl SqueezeExcite {
         Self { reduce: make(channels, reduced), expand: make(reduced, channels), act }
     }
 
+    /// One op on the Flex fast path ([`kernels::squeeze_excite`]), op by op elsewhere.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        kernels::squeeze_excite(x, &self.reduce, &self.expand, epilogue(Some(self.act)), |x| self.forward_ops(x))
+    }
+
+    fn forward_ops(&self, x: Tensor<4>) -> Tensor<4> {
         let s = x.clone().mean_dim(2).mean_dim(3);
         let s = activate(self.act, crate::mixed::conv2d(&self.reduce, s));
         let s = kernels::sigmoid(crate::mixed::conv2d(&self.expand, s));
