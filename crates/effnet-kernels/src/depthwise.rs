@@ -193,46 +193,20 @@ const LANES: usize = 8;
 /// Lane blocks computed together (independent accumulators).
 const GROUP: usize = 8;
 
-/// Minimum run of finished outputs handed to the fused epilogue at once.
-const EPILOGUE: usize = 256;
-
 /// `y[n,c] = x[n,c] ⋆ w[c]` (cross-correlation, like every deep-learning conv).
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    // SAFETY: `forward_into` writes every output (each plane's blocks cover all its rows).
-    unsafe { filled(g.batch * g.channels * g.out_plane(), |y| forward_into(g, x, w, y, None, |_, _| {})) }
-}
-
-/// The forward into `y` (written, never read before that), calling `row(channel, outputs)` on
-/// each run of finished output rows and, with `means`, storing each plane's mean after that.
-fn forward_into(
-    g: &Geometry,
-    x: &[f32],
-    w: &[f32],
-    y: &mut [Out],
-    means: Option<&mut [f32]>,
-    row: impl Fn(usize, &mut [f32]) + Sync,
-) {
     let (kk, ip, op, ow) = (g.kernel * g.kernel, g.in_plane(), g.out_plane(), g.out_width);
     let ph = Phases::new(g);
     let (taps, step) = (ph.taps(g), ph.row_step(g));
-    let want_sums = means.is_some();
-    let plane = |buf: &mut Vec<f32>, p: usize, yp: &mut [Out]| -> f32 {
-        ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
-        let c = p % g.channels;
-        let row_c = |run: &mut [f32]| row(c, run);
-        forward_plane(&taps, step, ow, &w[c * kk..][..kk], buf, yp, &row_c, want_sums)
-    };
-    let tasks = y.par_chunks_mut(op).with_min_len(g.min_planes()).enumerate();
-    match means {
-        Some(means) => {
-            assert_eq!(means.len(), g.batch * g.channels);
-            tasks.zip(means.par_iter_mut()).for_each_init(Vec::new, |buf, ((p, yp), m)| {
-                *m = plane(buf, p, yp) / op as f32;
+    // SAFETY: each plane's blocks cover all its rows (`forward_plane` writes every output).
+    unsafe {
+        filled(g.batch * g.channels * op, |y| {
+            y.par_chunks_mut(op).with_min_len(g.min_planes()).enumerate().for_each_init(Vec::new, |buf, (p, yp)| {
+                ph.fill(g, &x[p * ip..(p + 1) * ip], buf);
+                let c = p % g.channels;
+                forward_plane(&taps, step, ow, &w[c * kk..][..kk], buf, yp);
             })
-        }
-        None => tasks.for_each_init(Vec::new, |buf, (p, yp)| {
-            plane(buf, p, yp);
-        }),
+        })
     }
 }
 
@@ -264,20 +238,9 @@ unsafe fn tap_blocks<const F: bool, const G: usize>(
     acc
 }
 
-/// One output plane `yp` from its phase-layout input `buf` (see [`forward_into`]); returns the
-/// sum of the outputs after `row` when `want_sums`.
+/// One output plane `yp` from its phase-layout input `buf` (see [`forward`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn forward_plane_body<const F: bool>(
-    taps: &[usize],
-    step: usize,
-    ow: usize,
-    wc: &[f32],
-    buf: &[f32],
-    yp: &mut [Out],
-    row: &dyn Fn(&mut [f32]),
-    want_sums: bool,
-) -> f32 {
+fn forward_plane_body<const F: bool>(taps: &[usize], step: usize, ow: usize, wc: &[f32], buf: &[f32], yp: &mut [Out]) {
     // The plane's 8-output blocks in row-major order, GROUP at a time (across row ends too:
     // a 7×7 map has one block per row), so GROUP independent add chains hide the add latency.
     let oh_n = yp.len() / ow;
@@ -305,7 +268,7 @@ fn forward_plane_body<const F: bool>(
         }
         at
     };
-    let (mut sum, mut done, mut f) = (0.0f32, 0, 0);
+    let mut f = 0;
     // GROUP blocks at a time, the rest in halving groups (a lone block is one chain of k²
     // dependent FMAs: a 14×14 map has 28 blocks, 3 × 8 + 4).
     macro_rules! blocks {
@@ -324,19 +287,7 @@ fn forward_plane_body<const F: bool>(
             2.. => blocks!(2),
             _ => blocks!(1),
         }
-        // Finished rows go through `row` in runs of at least EPILOGUE elements (still in L1).
-        let end = pos.0 * ow;
-        if end - done >= EPILOGUE || (f == total && end > done) {
-            // SAFETY: the outputs before `end` were all stored above.
-            let run = unsafe { &mut *(&mut yp[done..end] as *mut [Out] as *mut [f32]) };
-            row(run);
-            if want_sums {
-                sum += super::simd::sum(run);
-            }
-            done = end;
-        }
     }
-    sum
 }
 
 /// The input gradient of one plane in phase layout (`buf`, zeroed) from its output gradient.
@@ -442,7 +393,7 @@ fn pad_rows(dyp: &[f32], ow: usize, bw: usize, out: &mut Vec<f32>) {
 super::simd::multiversion!(
     forward_plane,
     forward_plane_body,
-    (taps: &[usize], step: usize, ow: usize, wc: &[f32], buf: &[f32], yp: &mut [Out], row: &dyn Fn(&mut [f32]), want_sums: bool) -> f32
+    (taps: &[usize], step: usize, ow: usize, wc: &[f32], buf: &[f32], yp: &mut [Out])
 );
 super::simd::multiversion!(
     input_grad_plane,
