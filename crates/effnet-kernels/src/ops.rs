@@ -131,16 +131,14 @@ pub fn batch_norm_train(
     epsilon: f64,
     then_silu: bool,
 ) -> burn::tensor::module::BatchNormTrainOutput<4> {
-    if !use_kernel(Kernel::BatchNorm, &x) || (then_silu && !is_enabled(Kernel::Activation)) {
-        let mut out = if use_kernel(Kernel::BatchNorm, &x) {
-            batch_norm_train(x, gamma, beta, epsilon, false)
-        } else {
-            burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon)
-        };
-        if then_silu {
-            out.output = silu(out.output);
-        }
+    // Fused only with both kernel families on; otherwise BatchNorm, then SiLU, each as selected.
+    if then_silu && !(use_kernel(Kernel::BatchNorm, &x) && is_enabled(Kernel::Activation)) {
+        let mut out = batch_norm_train(x, gamma, beta, epsilon, false);
+        out.output = silu(out.output);
         return out;
+    }
+    if !use_kernel(Kernel::BatchNorm, &x) {
+        return burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
     }
     let channels = x.dims()[1];
     let stats: Tensor<2> = Tensor::from_dispatch(<Dispatch as EffnetKernels>::bn_stats(x.clone().into_dispatch()));
