@@ -92,14 +92,18 @@ pub(crate) fn map(x: FlexTensor, f: fn(&[f32], &mut [simd::Out])) -> FlexTensor 
     new_tensor(out, shape)
 }
 
+/// `x`'s elements, writable when nobody else holds them (then an op can overwrite its input).
+fn unique_mut(x: &mut FlexTensor) -> Option<&mut [f32]> {
+    let (start, end) = x.layout().contiguous_offsets()?;
+    x.try_storage_mut::<f32>().map(|buf| &mut buf[start..end])
+}
+
 /// `f` on `x`'s elements in place when nobody else holds them, else on a copy; the result is
 /// the overwritten tensor.
 pub(crate) fn overwrite<R>(x: FlexTensor, f: impl FnOnce(&mut [f32]) -> R) -> (FlexTensor, R) {
     let mut x = contiguous(x);
-    if let Some((start, end)) = x.layout().contiguous_offsets()
-        && let Some(buf) = x.try_storage_mut::<f32>()
-    {
-        let r = f(&mut buf[start..end]);
+    if let Some(buf) = unique_mut(&mut x) {
+        let r = f(buf);
         return (x, r);
     }
     let mut copy = slice(&x).to_vec();
@@ -110,10 +114,8 @@ pub(crate) fn overwrite<R>(x: FlexTensor, f: impl FnOnce(&mut [f32]) -> R) -> (F
 /// In inference nobody else holds the input, so the result can overwrite it.
 fn map_in_place(x: FlexTensor, f: fn(&[f32], &mut [simd::Out]), f_in_place: fn(&mut [f32])) -> FlexTensor {
     let mut x = contiguous(x);
-    if let Some((start, end)) = x.layout().contiguous_offsets()
-        && let Some(buf) = x.try_storage_mut::<f32>()
-    {
-        f_in_place(&mut buf[start..end]);
+    if let Some(buf) = unique_mut(&mut x) {
+        f_in_place(buf);
         return x;
     }
     map(x, f)
@@ -222,10 +224,8 @@ pub(crate) fn flex_channel_scale(x: FlexTensor, s: &FlexTensor) -> FlexTensor {
             simd::scale(o, src.map(|s| &s[p * plane..][..plane]), scales[p]);
         })
     };
-    if let Some((start, end)) = x.layout().contiguous_offsets()
-        && let Some(buf) = x.try_storage_mut::<f32>()
-    {
-        apply(&mut buf[start..end], None);
+    if let Some(buf) = unique_mut(&mut x) {
+        apply(buf, None);
         return x;
     }
     let mut out = vec![0.0f32; x.layout().num_elements()];
@@ -251,10 +251,8 @@ impl EffnetKernels for Flex {
         let d = bn_dims(&x);
         let [mean, var, gamma, beta] = [mean, var, gamma, beta].map(contiguous);
         let (a, b) = batchnorm::affine(slice(&mean), slice(&var), slice(&gamma), slice(&beta), eps);
-        if let Some((start, end)) = x.layout().contiguous_offsets()
-            && let Some(buf) = x.try_storage_mut::<f32>()
-        {
-            batchnorm::normalize_in_place(&d, &mut buf[start..end], &a, &b, silu);
+        if let Some(buf) = unique_mut(&mut x) {
+            batchnorm::normalize_in_place(&d, buf, &a, &b, silu);
             return x;
         }
         new_tensor(batchnorm::normalize(&d, slice(&x), &a, &b, silu), x.layout().shape().clone())
