@@ -24,6 +24,7 @@ mod inference;
 mod ops;
 mod pointwise;
 mod selection;
+mod silu_avx2;
 mod simd;
 mod squeeze_excite;
 

@@ -7,6 +7,7 @@
 //! polynomial the compiler vectorises (AVX-512 or AVX2+FMA chosen at run time on x86-64), and
 //! large tensors are split over rayon's threads.
 
+use crate::silu_avx2;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -357,6 +358,7 @@ pub fn affine_act_rows(y: &mut [f32], a: &[f32], b: &[f32], act: Act) {
     assert!(b.len() == a.len() && !a.is_empty() && y.len().is_multiple_of(a.len()));
     match act {
         Act::Identity => affine_rows_simd(y, a, b),
+        Act::Silu if silu_avx2::available() => silu_avx2::affine_silu_rows(y, a, b, None),
         Act::Silu => affine_rows_silu_simd(y, a, b),
         Act::Relu6 => affine_rows_relu6_simd(y, a, b),
     }
@@ -365,6 +367,9 @@ pub fn affine_act_rows(y: &mut [f32], a: &[f32], b: &[f32], act: Act) {
 /// [`affine_act_rows`], and each column's sum over the finished rows added to `sums` (`[c]`).
 pub fn affine_act_rows_sum(y: &mut [f32], a: &[f32], b: &[f32], act: Act, sums: &mut [f32]) {
     assert!(b.len() == a.len() && sums.len() == a.len() && !a.is_empty() && y.len().is_multiple_of(a.len()));
+    if act == Act::Silu && silu_avx2::available() {
+        return silu_avx2::affine_silu_rows(y, a, b, Some(sums));
+    }
     affine_rows_sum_simd(y, a, b, act, sums)
 }
 

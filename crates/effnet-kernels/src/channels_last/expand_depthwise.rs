@@ -10,7 +10,7 @@
 //! depthwise reads the buffer while it is in cache.
 
 use super::depthwise::{Finish, by_bands, rows, tap_major};
-use super::pointwise::{input_major, rows_affine};
+use super::pointwise::{Weights, rows_affine};
 use crate::depthwise::Geometry;
 use crate::simd::Act;
 
@@ -71,7 +71,7 @@ fn expand_depthwise_in(
     assert!(expand.w.len() == c * cin && x.len() == g.batch * h * wd * cin);
     assert!(expand.bn.0.len() == c && expand.bn.1.len() == c);
     assert!(w.len() == c * k * k && scale.len() == c && shift.len() == c);
-    let (we, wt) = (input_major(expand.w, c, cin), tap_major(w, c, k * k));
+    let (we, wt) = (Weights::new(expand.w, c, cin), tap_major(w, c, k * k));
     let f = Finish { scale, shift, act };
     let row = wd * c;
     // Output rows per chunk: as many as fit the buffer with the input rows they need.
@@ -106,7 +106,7 @@ fn expand_depthwise_in(
             buf.resize((hi - lo) * row, 0.0);
             if from < hi {
                 let dst = &mut buf[(from - lo) * row..(hi - lo) * row];
-                rows_affine(&we, &xn[from * wd * cin..hi * wd * cin], dst, expand.bn, expand.act);
+                rows_affine(&we, &xn[from * wd * cin..hi * wd * cin], dst, expand.bn, expand.act, None);
             }
             held = (lo, hi);
             // The depthwise over the buffer: an image of rows lo .. hi whose top padding is what

@@ -3,13 +3,20 @@
 //! applied to the block while it is in cache, and SE's gates folded into the weights or the
 //! input block.
 
-use crate::pointwise::{Dims, View, gemm_raw, gemm_strided, row_major, transposed};
+use super::tile::{self, Panels};
+use crate::pointwise::{Dims, gemm_raw, gemm_strided, row_major, transposed};
 use crate::simd::{self, Act, filled};
 use rayon::prelude::*;
 
 /// Maps of up to this many pixels over the whole batch are multiplied as one GEMM on every
 /// thread (see [`whole_batch`]); larger ones block by block (see [`blocked`]).
 const WHOLE_BATCH_MAX_PIXELS: usize = 1024;
+
+/// Rows each task of [`blocked`] gets at least when the register tile takes a small map: every
+/// task reads all the weights (from L3 on the late layers), so below this the `gemm` crate's
+/// split of the weights between threads wins (B0 eval at 32², batch 64: the 1² maps' 64 rows in
+/// four tasks ran slower than one GEMM on all threads).
+const TILE_MIN_ROWS: usize = 64;
 
 /// `y[n] = act(scale ⊙ (W · (s[n] ⊙ x[n])) + shift) + residual[n]` on channels-last `x`
 /// (`[n·h·w, c_in]` rows) and `residual`, channels-last out; `gates` `[n, c_in]` are SE's.
@@ -26,9 +33,15 @@ pub fn pointwise_affine(
     assert!(bn.0.len() == d.cout && bn.1.len() == d.cout);
     assert!(gates.is_none_or(|g| g.len() == d.batch * d.cin));
     assert!(residual.is_none_or(|r| r.len() == d.batch * d.cout * d.plane));
-    // Also when the blocks would be too few to keep every thread busy (small batches).
+    // Few pixels, or too few blocks to keep every thread busy (small batches): through the
+    // `gemm` crate, one GEMM on all threads serves better than blocks that each pack all the
+    // weights again. The register tile packs them once for all blocks, which split finer, as
+    // long as each still multiplies enough rows to pay for reading all the weights.
+    let threads = rayon::current_num_threads();
     let tasks = d.batch * d.plane.div_ceil(pixels_per_task(d));
-    if d.batch * d.plane <= WHOLE_BATCH_MAX_PIXELS || tasks < 2 * rayon::current_num_threads() {
+    let few = d.batch * d.plane <= WHOLE_BATCH_MAX_PIXELS || tasks < 2 * threads;
+    let tiles_split = tile::applies(d.cout) && d.batch * d.plane >= TILE_MIN_ROWS * 2 * threads;
+    if few && !tiles_split {
         whole_batch(d, x, w, bn, act, gates, residual)
     } else {
         blocked(d, Input::Rows { x, gates }, w, bn, act, residual)
@@ -106,6 +119,15 @@ fn pixels_per_task(d: &Dims) -> usize {
     if len >= d.plane { d.plane } else { len / 16 * 16 }
 }
 
+/// Rows (pixels of the whole batch, in order) per task of [`blocked`]: [`pixels_per_task`],
+/// spanning samples on small maps, and fewer where that leaves under two tasks per thread.
+fn rows_per_task(d: &Dims) -> usize {
+    let rows = d.batch * d.plane;
+    let len = (32 * 1024 / d.cin.max(d.cout).max(1)).max(64);
+    let len = if len >= d.plane { len } else { len / 16 * 16 };
+    len.min(rows.div_ceil(2 * rayon::current_num_threads())).max(1)
+}
+
 /// A pointer that rayon tasks writing disjoint parts of one buffer may share.
 struct SharedOut(*mut f32);
 // SAFETY: the tasks of `blocked` write disjoint (sample, pixel block) regions.
@@ -119,7 +141,7 @@ impl SharedOut {
 /// `[c_in, c_out]` from the `[c_out, c_in]` weights: as the GEMM's left operand (`W`,
 /// c_out × c_in) this is column-major, which gemm reads as it is; the row-major `W` it would
 /// pack again in every task (a scalar gather that was 8 % of B0 inference at 224²).
-pub(super) fn input_major(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+fn input_major(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     let mut wt = vec![0.0f32; cin * cout];
     for (o, row) in w.chunks_exact(cin).enumerate() {
         row.iter().enumerate().for_each(|(i, &v)| wt[i * cout + o] = v);
@@ -127,15 +149,72 @@ pub(super) fn input_major(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     wt
 }
 
-/// `dst = act(scale ⊙ (x · W) + shift)` for `len` channels-last pixel rows `x` (`[len, c_in]`)
-/// and [`input_major`] weights `wt` (`[c_in, c_out]`), on the calling thread (one task's block).
-pub(super) fn rows_affine(wt: &[f32], x: &[f32], dst: &mut [f32], (scale, shift): (&[f32], &[f32]), act: Act) {
+/// A 1×1 layer's weights as [`rows_affine`] multiplies them, and the one place that picks how:
+/// the hand-written register tile where it applies (see `tile.rs`), the `gemm` crate on
+/// [`input_major`] weights otherwise.
+pub(super) enum Weights {
+    Tiles(Panels),
+    InputMajor { wt: Vec<f32>, cout: usize },
+}
+
+impl Weights {
+    /// From `[c_out, c_in]` weights.
+    pub(super) fn new(w: &[f32], cout: usize, cin: usize) -> Self {
+        if tile::applies(cout) {
+            Weights::Tiles(Panels::pack(Vec::new(), w, cout, cin, None))
+        } else {
+            Weights::InputMajor { wt: input_major(w, cout, cin), cout }
+        }
+    }
+
+    /// These weights with input channel `i` scaled by `gates[i]` (SE's, for one sample), in
+    /// `buf`'s storage.
+    fn gated(&self, gates: &[f32], buf: Vec<f32>) -> Self {
+        match self {
+            Weights::Tiles(p) => Weights::Tiles(p.gated(gates, buf)),
+            Weights::InputMajor { wt, cout } => {
+                let mut scaled = buf;
+                scaled.resize(wt.len(), 0.0);
+                for ((dst, src), &g) in scaled.chunks_exact_mut(*cout).zip(wt.chunks_exact(*cout)).zip(gates) {
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * g);
+                }
+                Weights::InputMajor { wt: scaled, cout: *cout }
+            }
+        }
+    }
+
+    /// The storage back, for the next [`Weights::gated`].
+    fn into_buffer(self) -> Vec<f32> {
+        match self {
+            Weights::Tiles(p) => p.into_buffer(),
+            Weights::InputMajor { wt, .. } => wt,
+        }
+    }
+}
+
+/// `dst = act(scale ⊙ (x · Wᵀ) + shift) + residual` for `len` channels-last pixel rows `x`
+/// (`[len, c_in]`), `dst` and `residual` `[len, c_out]`, on the calling thread (one task's
+/// block).
+pub(super) fn rows_affine(
+    w: &Weights,
+    x: &[f32],
+    dst: &mut [f32],
+    (scale, shift): (&[f32], &[f32]),
+    act: Act,
+    residual: Option<&[f32]>,
+) {
+    let wt = match w {
+        Weights::Tiles(p) => return tile::rows(p, x, dst, (scale, shift), act, residual),
+        Weights::InputMajor { wt, .. } => wt,
+    };
     let cout = scale.len();
     let (cin, len) = (wt.len() / cout, dst.len() / cout);
     assert!(wt.len() == cin * cout && x.len() >= len * cin && dst.len() == len * cout);
     // SAFETY: `dst` is len × c_out; the views address c_out × c_in and c_in × len elements
     // inside `wt` and `x` (asserted above).
     unsafe {
+        // `yᵀ = W · xᵀ` with y's pixel rows as the destination's columns: gemm's micro-kernel
+        // runs along c_out, contiguous in y.
         gemm_strided(
             dst.as_mut_ptr(),
             (1, cout as isize),
@@ -147,6 +226,9 @@ pub(super) fn rows_affine(wt: &[f32], x: &[f32], dst: &mut [f32], (scale, shift)
         )
     };
     simd::affine_act_rows(dst, scale, shift, act);
+    if let Some(r) = residual {
+        dst.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
+    }
 }
 
 /// Where [`blocked`] finds its input.
@@ -160,8 +242,9 @@ pub(crate) enum Input<'a> {
     Unfolded(&'a (dyn Fn(usize, usize, &mut [f32]) + Sync)),
 }
 
-/// Large maps: one task per (sample, block of pixels), each a single-threaded GEMM into its own
-/// rows of the output, finished while they are in cache. SE's gates scale the weights' columns
+/// One task per block of pixel rows (within a sample on large maps, across samples on small
+/// ones), each a single-threaded GEMM into its own rows of the output, finished while they are
+/// in cache. SE's gates scale the weights' columns
 /// when that is the smaller product, otherwise a copy of the input block's columns.
 pub(crate) fn blocked(
     d: &Dims,
@@ -172,44 +255,34 @@ pub(crate) fn blocked(
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let (cin, cout, plane) = (d.cin, d.cout, d.plane);
-    let block = pixels_per_task(d);
-    let blocks = plane.div_ceil(block);
-    let wt = input_major(w, cout, cin);
+    let total = d.batch * plane;
+    let per_task = rows_per_task(d);
+    // The stem's unfolded blocks are `[c_in, len]`, not pixel rows: the `gemm` crate reads them.
+    let weights = match input {
+        Input::Rows { .. } => Weights::new(w, cout, cin),
+        Input::Unfolded(_) => Weights::InputMajor { wt: input_major(w, cout, cin), cout },
+    };
     let mut y = Vec::<f32>::with_capacity(d.batch * plane * cout);
     let out = SharedOut(y.as_mut_ptr());
     let stream = y.capacity() >= STREAM_MIN;
-    (0..d.batch * blocks).into_par_iter().for_each_init(
+    // A task's rows, split where they cross into the next sample (gates and the stem's unfolding
+    // are per sample): `(n, p0, len)`, sample n's pixels p0 .. p0 + len.
+    let segments = |t: usize| {
+        let (mut r, end) = (t * per_task, ((t + 1) * per_task).min(total));
+        std::iter::from_fn(move || {
+            (r < end).then(|| {
+                let (n, p0) = (r / plane, r % plane);
+                let len = (end - r).min(plane - p0);
+                r += len;
+                (n, p0, len)
+            })
+        })
+    };
+    let tasks = total.div_ceil(per_task);
+    (0..tasks).into_par_iter().flat_map_iter(segments).for_each_init(
         || (Vec::new(), Vec::new(), Vec::new()),
-        |(wbuf, xbuf, scratch): &mut (Vec<f32>, Vec<f32>, Vec<f32>), t| {
-            let (n, p0) = (t / blocks, (t % blocks) * block);
-            let len = block.min(plane - p0);
+        |(wbuf, xbuf, scratch): &mut (Vec<f32>, Vec<f32>, Vec<f32>), (n, p0, len)| {
             let first = n * plane + p0;
-            let weights = transposed(&wt, cin, cout);
-            // `[c_in, len]` views of the input block.
-            let (lhs, rhs): (View, View) = match input {
-                Input::Unfolded(fill) => {
-                    xbuf.resize(cin * len, 0.0);
-                    fill(n, p0, xbuf);
-                    (weights, row_major(xbuf, cin, len))
-                }
-                Input::Rows { x, gates: None } => (weights, transposed(&x[first * cin..], len, cin)),
-                Input::Rows { x, gates: Some(g) } => {
-                    let (xb, g) = (&x[first * cin..][..len * cin], &g[n * cin..][..cin]);
-                    if cout <= len {
-                        wbuf.resize(cin * cout, 0.0);
-                        for ((dst, src), &gi) in wbuf.chunks_exact_mut(cout).zip(wt.chunks_exact(cout)).zip(g) {
-                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * gi);
-                        }
-                        (transposed(wbuf, cin, cout), transposed(xb, len, cin))
-                    } else {
-                        xbuf.resize(len * cin, 0.0);
-                        xbuf.chunks_exact_mut(cin)
-                            .zip(xb.chunks_exact(cin))
-                            .for_each(|(dst, row)| simd::mul(dst, row, g));
-                        (weights, transposed(xbuf, len, cin))
-                    }
-                }
-            };
             // The block is finished in cache: in `y` itself, or in a scratch buffer streamed
             // out after (see STREAM_MIN).
             // SAFETY: output rows first .. first + len are inside `y` and this task's alone.
@@ -220,26 +293,54 @@ pub(crate) fn blocked(
             } else {
                 rows
             };
-            // SAFETY: `into` holds len × c_out writable floats nobody else touches now; `lhs` is
-            // c_out × c_in and `rhs` c_in × len within their slices.
-            let block = unsafe {
-                // `yᵀ = W · xᵀ` with y's pixel rows as the destination's columns: gemm's
-                // micro-kernel runs along c_out, contiguous in y.
-                gemm_strided(into, (1, cout as isize), false, (cout, len, cin), lhs, rhs, 1);
-                std::slice::from_raw_parts_mut(into, len * cout)
-            };
-            simd::affine_act_rows(block, scale, shift, act);
-            if let Some(r) = residual {
-                block.iter_mut().zip(&r[first * cout..][..len * cout]).for_each(|(v, &r)| *v += r);
+            // SAFETY: `into` holds len × c_out writable floats nobody else touches now.
+            let dst = unsafe { std::slice::from_raw_parts_mut(into, len * cout) };
+            let res = residual.map(|r| &r[first * cout..][..len * cout]);
+            match input {
+                Input::Unfolded(fill) => {
+                    xbuf.resize(cin * len, 0.0);
+                    fill(n, p0, xbuf);
+                    let Weights::InputMajor { wt, .. } = &weights else { unreachable!("chosen above") };
+                    // SAFETY: `dst` is len × c_out; the views address c_out × c_in and
+                    // c_in × len elements inside `wt` and `xbuf`.
+                    unsafe {
+                        let (lhs, rhs) = (transposed(wt, cin, cout), row_major(xbuf, cin, len));
+                        gemm_strided(dst.as_mut_ptr(), (1, cout as isize), false, (cout, len, cin), lhs, rhs, 1);
+                    }
+                    simd::affine_act_rows(dst, scale, shift, act);
+                    if let Some(r) = res {
+                        dst.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
+                    }
+                }
+                Input::Rows { x, gates } => {
+                    let xb = &x[first * cin..][..len * cin];
+                    match gates.map(|g| &g[n * cin..][..cin]) {
+                        None => rows_affine(&weights, xb, dst, (scale, shift), act, res),
+                        // SE's gates scale the weights' rows when that is the smaller product,
+                        // otherwise a copy of the input block's columns.
+                        Some(g) if cout <= len => {
+                            let gated = weights.gated(g, std::mem::take(wbuf));
+                            rows_affine(&gated, xb, dst, (scale, shift), act, res);
+                            *wbuf = gated.into_buffer();
+                        }
+                        Some(g) => {
+                            xbuf.resize(len * cin, 0.0);
+                            xbuf.chunks_exact_mut(cin)
+                                .zip(xb.chunks_exact(cin))
+                                .for_each(|(dst, row)| simd::mul(dst, row, g));
+                            rows_affine(&weights, xbuf, dst, (scale, shift), act, res);
+                        }
+                    }
+                }
             }
             if stream {
                 // SAFETY: rows first .. first + len of `y`: inside it and this task's alone.
-                unsafe { simd::stream_copy(rows, block) };
+                unsafe { simd::stream_copy(rows, dst) };
                 simd::store_fence();
             }
         },
     );
-    // SAFETY: the tasks covered every (sample, pixel block), and each GEMM wrote all of its
+    // SAFETY: the segments covered every (sample, pixel), and each GEMM wrote all of its
     // rows × c_out (`accumulate = false` never reads the destination).
     unsafe { y.set_len(d.batch * plane * cout) };
     y
