@@ -77,28 +77,43 @@ unsafe fn taps_row_avx2(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mu
     let mut ow = 0;
     while ow < g.out_width {
         let (cols, iw0) = span(ow, s, g.pad_left, g.width, k);
-        // Two neighbours whose taps all lie inside the row: four independent add chains and
-        // each weight load used twice (one pixel at a time was bound by its chain's latency).
-        if ow + 1 < g.out_width && cols == (0, k) && span(ow + 1, s, g.pad_left, g.width, k).0 == (0, k) {
+        // Four or two neighbours whose taps all lie inside the row: independent add chains and
+        // each weight load used by every pixel (one pixel at a time was bound by its chain's
+        // latency, two by the loads).
+        let inside = |n: usize| ow + n <= g.out_width && span(ow + n - 1, s, g.pad_left, g.width, k).0 == (0, k);
+        let px = if cols != (0, k) {
+            1
+        } else if inside(4) {
+            4
+        } else if inside(2) {
+            2
+        } else {
+            1
+        };
+        if px > 1 {
             let at = |ih: usize| (ih * g.width) as isize * c as isize + iw0 * c as isize;
             for cb in (0..full).step_by(LANES) {
-                // SAFETY: every tap of both pixels is inside the image and cb + 16 ≤ c (the
-                // spans above); the outputs are pixels ow and ow + 1 of `out`.
+                // SAFETY: every tap of the px pixels is inside the image and cb + 16 ≤ c (the
+                // spans above); the outputs are pixels ow .. ow + px of `out`.
                 unsafe {
                     let xp = x.as_ptr().offset(at(0)).add(cb);
                     let (w, o) = (wt.as_ptr().add(cb), out.as_mut_ptr().add(ow * c + cb).cast::<f32>());
                     let steps = (g.width * c, s * c, c);
-                    match k {
-                        3 => pair::<3>(3, xp, w, (ih0, rows), steps, o),
-                        5 => pair::<5>(5, xp, w, (ih0, rows), steps, o),
-                        _ => pair::<0>(k, xp, w, (ih0, rows), steps, o),
+                    match (k, px) {
+                        (3, 4) => run::<3, 4>(3, xp, w, (ih0, rows), steps, o),
+                        (3, _) => run::<3, 2>(3, xp, w, (ih0, rows), steps, o),
+                        (5, 4) => run::<5, 4>(5, xp, w, (ih0, rows), steps, o),
+                        (5, _) => run::<5, 2>(5, xp, w, (ih0, rows), steps, o),
+                        (_, 4) => run::<0, 4>(k, xp, w, (ih0, rows), steps, o),
+                        _ => run::<0, 2>(k, xp, w, (ih0, rows), steps, o),
                     }
                 }
             }
-            tail_channels(g, x, wt, (ih0, rows), (iw0, cols), full, &mut out[ow * c..][..c]);
-            let (cols1, iw1) = span(ow + 1, s, g.pad_left, g.width, k);
-            tail_channels(g, x, wt, (ih0, rows), (iw1, cols1), full, &mut out[(ow + 1) * c..][..c]);
-            ow += 2;
+            for j in 0..px {
+                let (cols_j, iw_j) = span(ow + j, s, g.pad_left, g.width, k);
+                tail_channels(g, x, wt, (ih0, rows), (iw_j, cols_j), full, &mut out[(ow + j) * c..][..c]);
+            }
+            ow += px;
             continue;
         }
         let px = &mut out[ow * c..][..c];
@@ -156,18 +171,19 @@ fn tail_channels(
     }
 }
 
-/// Two neighbouring pixels' 16 channels over the taps of kernel rows `rows` and all `k`
+/// `PX` neighbouring pixels' 16 channels over the taps of kernel rows `rows` and all `k`
 /// columns (`K = k` unrolls the tap loop; `K = 0` takes `k` as it comes): `x` points at input
 /// row 0, pixel 0's first tap column, the channel block; `steps` = (input row, output pixel's
 /// input, channel count) in floats (taps, output pixels and the weights' taps are `c` apart);
-/// `ih0` is the input row of kernel row 0.
+/// `ih0` is the input row of kernel row 0. Each weight load serves all `PX` pixels: with four,
+/// a tap is 10 loads for 8 FMAs (two pixels: 6 for 4, bound by the loads).
 ///
 /// # Safety
-/// AVX2 and FMA; every tap read and the two 16-float outputs at `o` and `o + pixel` valid.
+/// AVX2 and FMA; every tap read and the `PX` 16-float outputs at `o + j·pixel` valid.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn pair<const K: usize>(
+unsafe fn run<const K: usize, const PX: usize>(
     k: usize,
     x: *const f32,
     w: *const f32,
@@ -177,8 +193,7 @@ unsafe fn pair<const K: usize>(
 ) {
     use std::arch::x86_64::*;
     let k = if K == 0 { k } else { K };
-    let z = _mm256_setzero_ps();
-    let (mut a0, mut a1, mut b0, mut b1) = (z, z, z, z);
+    let mut acc = [[_mm256_setzero_ps(); 2]; PX];
     for kh in rows.0..rows.1 {
         // SAFETY: the caller's.
         unsafe {
@@ -187,19 +202,20 @@ unsafe fn pair<const K: usize>(
             for kw in 0..k {
                 let (wp, xp) = (wk.add(kw * c), p.add(kw * c));
                 let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
-                a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), a0);
-                a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp.add(8)), a1);
-                b0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp.add(pixel)), b0);
-                b1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp.add(pixel + 8)), b1);
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let xj = xp.add(j * pixel);
+                    acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xj), acc[0]);
+                    acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xj.add(8)), acc[1]);
+                }
             }
         }
     }
     // SAFETY: the caller's.
     unsafe {
-        _mm256_storeu_ps(o, a0);
-        _mm256_storeu_ps(o.add(8), a1);
-        _mm256_storeu_ps(o.add(c), b0);
-        _mm256_storeu_ps(o.add(c + 8), b1);
+        for (j, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o.add(j * c), acc[0]);
+            _mm256_storeu_ps(o.add(j * c + 8), acc[1]);
+        }
     }
 }
 
@@ -295,11 +311,14 @@ mod tests {
     #[test]
     fn portable_taps_equal_the_avx2_kernel() {
         // The portable kernel runs only on CPUs without AVX2: compared here row by row, on
-        // padded borders, pixel pairs, stride 2 and a channel tail.
+        // padded borders, runs of four and two pixels and single ones, stride 2 and a channel
+        // tail, unrolled (3, 5) and generic (7) kernels.
         for (shape, k, s, pads) in [
             ([1, 40, 9, 11], 3, 1, [(1, 1), (1, 1)]),
             ([1, 32, 12, 10], 5, 2, [(1, 2), (1, 2)]),
             ([1, 17, 5, 6], 7, 1, [(3, 3), (3, 3)]),
+            ([1, 16, 8, 23], 5, 2, [(1, 2), (1, 2)]),
+            ([1, 24, 6, 20], 7, 1, [(3, 3), (3, 3)]),
         ] {
             let g = Geometry::new(shape, k, s, pads);
             let c = g.channels;
