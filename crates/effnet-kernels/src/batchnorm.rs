@@ -7,6 +7,7 @@
 //! about ten serial element-wise passes plus transposing copies (11 % of a B0 training step at
 //! 32², 18 % at 224²).
 
+use super::silu_avx2;
 use super::simd::{Out, madd, sigmoid1, silu1};
 use rayon::prelude::*;
 
@@ -129,8 +130,29 @@ fn affine2_in_place_body<const F: bool>(g: &mut [f32], x: &[f32], (k1, k2, k3): 
 // parallel loops they were compiled for SSE2 (≈ 12 % of a B0 training step at 224²).
 super::simd::multiversion!(sums, sums_body, (a: &[f32], b: Option<(&[f32], f32)>) -> (f64, f64));
 super::simd::multiversion!(centred_squares, centred_squares_body, (a: &[f32], mu: f32) -> f64);
-super::simd::multiversion!(affine_silu_into, affine_silu_into_body, (x: &[f32], y: &mut [Out], a: f32, b: f32));
-super::simd::multiversion!(silu_grad_sums, silu_grad_sums_body, (g: &mut [f32], x: &[f32], a: f32, b: f32, mean: f32) -> (f64, f64));
+super::simd::multiversion!(affine_silu_into_generic, affine_silu_into_body, (x: &[f32], y: &mut [Out], a: f32, b: f32));
+super::simd::multiversion!(silu_grad_sums_generic, silu_grad_sums_body, (g: &mut [f32], x: &[f32], a: f32, b: f32, mean: f32) -> (f64, f64));
+
+// The two SiLU passes through `silu_avx2` (four vectors in lockstep, a table-driven
+// exponential) on AVX2+FMA for planes of at least `LOCKSTEP_MIN` elements; small planes (B0's
+// 8² … 1² at 32² input) through the loops above, which start up faster.
+const LOCKSTEP_MIN: usize = 64;
+
+fn affine_silu_into(x: &[f32], y: &mut [Out], a: f32, b: f32) {
+    if x.len() >= LOCKSTEP_MIN && silu_avx2::available() {
+        silu_avx2::affine_silu_into(x, y, a, b)
+    } else {
+        affine_silu_into_generic(x, y, a, b)
+    }
+}
+
+fn silu_grad_sums(g: &mut [f32], x: &[f32], a: f32, b: f32, mean: f32) -> (f64, f64) {
+    if x.len() >= LOCKSTEP_MIN && silu_avx2::available() {
+        silu_avx2::silu_grad_sums(g, x, a, b, mean)
+    } else {
+        silu_grad_sums_generic(g, x, a, b, mean)
+    }
+}
 super::simd::multiversion!(affine2_in_place, affine2_in_place_body, (g: &mut [f32], x: &[f32], k: (f32, f32, f32)));
 
 /// Per-channel batch mean and biased variance, in two passes over each channel (exact for
@@ -347,20 +369,27 @@ mod tests {
 
     #[test]
     fn silu_variant_matches_batch_norm_then_silu() {
-        let d = Dims { batch: 2, channels: 3, plane: 5 * 7 };
+        // Planes below and above `LOCKSTEP_MIN` (the generic loops and `silu_avx2`'s, with a
+        // tail of three).
+        for d in [Dims { batch: 2, channels: 3, plane: 5 * 7 }, Dims { batch: 2, channels: 3, plane: 9 * 11 }] {
+            silu_variant_on(&d);
+        }
+    }
+
+    fn silu_variant_on(d: &Dims) {
         let n = d.batch * d.channels * d.plane;
         let x = values2(n, 5, 1.0);
         let dy = values2(n, 6, 0.0);
         let (gamma, beta) = (values2(d.channels, 7, 1.0), values2(d.channels, 8, 0.5));
         let eps = 1e-3;
-        let (mean, var) = stats(&d, &x);
+        let (mean, var) = stats(d, &x);
         let (a, b) = affine(&mean, &var, &gamma, &beta, eps);
-        let y = normalize(&d, &x, &a, &b, true);
+        let y = normalize(d, &x, &a, &b, true);
         let mut dx = dy.clone();
-        let (dgamma, dbeta) = backward_silu(&d, &x, &mut dx, &mean, &var, &gamma, &beta, eps);
+        let (dgamma, dbeta) = backward_silu(d, &x, &mut dx, &mean, &var, &gamma, &beta, eps);
         // The reference: f64 SiLU over the plain BatchNorm, and plain BatchNorm's backward fed
         // with the f64 SiLU gradient.
-        let z = normalize(&d, &x, &a, &b, false);
+        let z = normalize(d, &x, &a, &b, false);
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
         let dz: Vec<f32> = z
             .iter()
@@ -370,7 +399,7 @@ mod tests {
                 (g as f64 * s * (1.0 + z * (1.0 - s))) as f32
             })
             .collect();
-        let (want_dx, want_dgamma, want_dbeta) = backward(&d, &x, &dz, &mean, &var, &gamma, eps);
+        let (want_dx, want_dgamma, want_dbeta) = backward(d, &x, &dz, &mean, &var, &gamma, eps);
         for i in 0..n {
             let want = z[i] as f64 * sig(z[i] as f64);
             assert!((y[i] as f64 - want).abs() < 1e-5 * want.abs().max(1.0), "y[{i}] {} vs {want}", y[i]);

@@ -1,5 +1,6 @@
-//! SiLU on AVX2+FMA registers, several vectors in lockstep, for the inference epilogues (the
-//! 1×1 conv's register tile, BatchNorm + SiLU on channels-last rows).
+//! SiLU on AVX2+FMA registers, several vectors in lockstep: the inference epilogues (the 1×1
+//! conv's register tile, BatchNorm + SiLU on channels-last rows) and training BatchNorm + SiLU's
+//! forward and backward passes.
 //!
 //! Written with intrinsics rather than left to the compiler like `simd.rs`: one vector's SiLU
 //! is a chain of ~17 dependent instructions (≈ 55 cycles), and a loop over one vector at a time
@@ -9,6 +10,7 @@
 //! The exponential differs from `simd::silu1`'s (a table and a cubic, see [`silu`]); both are
 //! within 2.5e-7 of f64.
 
+use crate::simd::Out;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -40,12 +42,25 @@ const EXP2_EIGHTHS: [i32; 8] =
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub fn silu<const N: usize>(z: &mut [__m256; N]) {
+    let d = one_plus_exp_neg(z);
+    for (z, d) in z.iter_mut().zip(d) {
+        *z = _mm256_div_ps(*z, d);
+    }
+}
+
+/// `1 + e^−z` on each lane (see [`silu`] for the method and its error): finite for every z, a
+/// NaN one included.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn one_plus_exp_neg<const N: usize>(z: &[__m256; N]) -> [__m256; N] {
     let magic = _mm256_set1_ps(12_582_912.0);
     let one = _mm256_set1_ps(1.0);
     // SAFETY: reading eight i32 from an eight-element array.
     let table = _mm256_castsi256_ps(unsafe { _mm256_loadu_si256(EXP2_EIGHTHS.as_ptr().cast()) });
-    // x = −z clamped to [−87.3, 87.3], so that 2^(m/8) below stays a normal float; a NaN z gives
-    // a finite exponential (`min(a, c)` returns c for a NaN a) and the division passes it on.
+    // x = −z clamped to [−87.3, 87.3], so that 2^(m/8) below stays a normal float (`min(a, c)`
+    // returns c for a NaN a: a NaN z gives a finite result here, and its caller passes the NaN
+    // in z on).
     let mut x = [one; N];
     for (x, &z) in x.iter_mut().zip(z.iter()) {
         let neg = _mm256_sub_ps(_mm256_setzero_ps(), z);
@@ -70,15 +85,16 @@ pub fn silu<const N: usize>(z: &mut [__m256; N]) {
         let u = _mm256_fmadd_ps(_mm256_set1_ps(0.166_642_98), r, _mm256_set1_ps(0.500_064_8));
         *p = _mm256_fmadd_ps(u, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
     }
-    for ((z, &p), &t) in z.iter_mut().zip(p.iter()).zip(t.iter()) {
+    for (p, &t) in p.iter_mut().zip(t.iter()) {
         // m = 8k + j: 2^(j/8) from the table (the permute reads each index's low three bits),
         // 2^k added to its exponent bits.
         let bits = _mm256_castps_si256(t);
         let frac = _mm256_castps_si256(_mm256_permutevar8x32_ps(table, bits));
         let two_k = _mm256_slli_epi32::<23>(_mm256_srli_epi32::<3>(bits));
         let scale = _mm256_castsi256_ps(_mm256_add_epi32(frac, two_k));
-        *z = _mm256_div_ps(*z, _mm256_fmadd_ps(p, scale, one));
+        *p = _mm256_fmadd_ps(*p, scale, one);
     }
+    p
 }
 
 /// [`silu`] on every vector of a `P × V` register tile, four at a time (plain indexing with
@@ -205,6 +221,137 @@ unsafe fn step<const N: usize>(y: *mut f32, a: *const f32, b: *const f32, sums: 
     }
 }
 
+/// `y[i] = silu(a·x[i] + b)`: training BatchNorm's output and the SiLU after it, one plane
+/// (see `batchnorm::normalize`). Only where [`available`] said so.
+pub fn affine_silu_into(x: &[f32], y: &mut [Out], a: f32, b: f32) {
+    assert!(x.len() == y.len() && available());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2 and FMA are present (asserted); the loops below stay inside both slices.
+    unsafe {
+        affine_silu_into_avx2(x, y, a, b)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("available() is false off x86-64")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn affine_silu_into_avx2(x: &[f32], y: &mut [Out], a: f32, b: f32) {
+    let (va, vb) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+    let n32 = x.len() / 32 * 32;
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr().cast::<f32>());
+    for i in (0..n32).step_by(32) {
+        // SAFETY: i + 32 ≤ len for both slices; `Out` is an f32.
+        unsafe {
+            let mut z = [_mm256_setzero_ps(); 4];
+            for (j, z) in z.iter_mut().enumerate() {
+                *z = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(i + 8 * j)), va, vb);
+            }
+            silu::<4>(&mut z);
+            for (j, &z) in z.iter().enumerate() {
+                _mm256_storeu_ps(yp.add(i + 8 * j), z);
+            }
+        }
+    }
+    // The rest a vector at a time through an 8-float buffer.
+    for (xs, ys) in x[n32..].chunks(8).zip(y[n32..].chunks_mut(8)) {
+        let mut buf = [0.0f32; 8];
+        buf[..xs.len()].copy_from_slice(xs);
+        // SAFETY: loads and stores within `buf`.
+        unsafe {
+            let mut z = [_mm256_fmadd_ps(_mm256_loadu_ps(buf.as_ptr()), va, vb)];
+            silu::<1>(&mut z);
+            _mm256_storeu_ps(buf.as_mut_ptr(), z[0]);
+        }
+        ys.iter_mut().zip(buf).for_each(|(o, v)| {
+            o.write(v);
+        });
+    }
+}
+
+/// On one plane, in place: `g ← g·silu'(z)` with `z = a·x + b` recomputed and
+/// `silu'(z) = s·(1 + z·(1 − s))`, `s = sigmoid(z) = 1 / (1 + e^−z)`; returns `Σ g` and
+/// `Σ g·(x − mean)` of the new `g` (training BatchNorm + SiLU's backward, see
+/// `batchnorm::backward_silu`). Only where [`available`] said so.
+pub fn silu_grad_sums(g: &mut [f32], x: &[f32], a: f32, b: f32, mean: f32) -> (f64, f64) {
+    assert!(g.len() == x.len() && available());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2 and FMA are present (asserted); the loops below stay inside both slices.
+    unsafe {
+        silu_grad_sums_avx2(g, x, a, b, mean)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("available() is false off x86-64")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn silu_grad_sums_avx2(g: &mut [f32], x: &[f32], a: f32, b: f32, mean: f32) -> (f64, f64) {
+    let (va, vb, vm, one) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_set1_ps(mean), _mm256_set1_ps(1.0));
+    let k = (va, vb, vm, one);
+    let (mut s, mut p) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+    let n32 = g.len() / 32 * 32;
+    for i in (0..n32).step_by(32) {
+        // SAFETY: i + 32 ≤ len for both slices.
+        unsafe { grad_step::<4>(g.as_mut_ptr().add(i), x.as_ptr().add(i), k, &mut s, &mut p) };
+    }
+    // The rest a vector at a time through 8-float buffers, zero-padded: a padding lane's new
+    // gradient is 0·silu'(b) = 0 and adds nothing to the sums.
+    for (gs, xs) in g[n32..].chunks_mut(8).zip(x[n32..].chunks(8)) {
+        let (mut gb, mut xb) = ([0.0f32; 8], [0.0f32; 8]);
+        gb[..gs.len()].copy_from_slice(gs);
+        xb[..xs.len()].copy_from_slice(xs);
+        // SAFETY: 8 floats in each buffer.
+        unsafe { grad_step::<1>(gb.as_mut_ptr(), xb.as_ptr(), k, &mut s, &mut p) };
+        let n = gs.len();
+        gs.copy_from_slice(&gb[..n]);
+    }
+    let lanes = |v: [__m256; 4]| {
+        let mut out = [0.0f32; 32];
+        for (o, v) in out.chunks_exact_mut(8).zip(v) {
+            // SAFETY: an 8-float store into an 8-float chunk.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+        }
+        out.iter().map(|&v| v as f64).sum::<f64>()
+    };
+    (lanes(s), lanes(p))
+}
+
+/// `N` vectors of [`silu_grad_sums`]: the new gradient stored and added to the sums `s` and `p`
+/// (lane-wise f32, summed in f64 at the end); `k` = (a, b, mean, 1) broadcast.
+///
+/// # Safety
+/// AVX2 and FMA; `8N` floats readable at `xp`, readable and writable at `gp`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn grad_step<const N: usize>(
+    gp: *mut f32,
+    xp: *const f32,
+    (va, vb, vm, one): (__m256, __m256, __m256, __m256),
+    s: &mut [__m256; 4],
+    p: &mut [__m256; 4],
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        let mut xs = [one; N];
+        let mut z = [one; N];
+        for j in 0..N {
+            xs[j] = _mm256_loadu_ps(xp.add(8 * j));
+            z[j] = _mm256_fmadd_ps(xs[j], va, vb);
+        }
+        let d = one_plus_exp_neg(&z);
+        for j in 0..N {
+            let sg = _mm256_div_ps(one, d[j]);
+            let dsilu = _mm256_mul_ps(sg, _mm256_fmadd_ps(z[j], _mm256_sub_ps(one, sg), one));
+            let gr = _mm256_mul_ps(_mm256_loadu_ps(gp.add(8 * j)), dsilu);
+            _mm256_storeu_ps(gp.add(8 * j), gr);
+            s[j] = _mm256_add_ps(s[j], gr);
+            p[j] = _mm256_fmadd_ps(gr, _mm256_sub_ps(xs[j], vm), p[j]);
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -282,6 +429,43 @@ mod tests {
                     assert!((s as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "c {c} sum {i}: {s} vs {w}");
                 }
             }
+        }
+    }
+
+    /// The training passes on planes of 1 … 77 elements (four-vector groups, single vectors,
+    /// lane tails) against f64: forward values, and the backward's new gradient and both sums.
+    #[test]
+    fn training_passes_match_f64() {
+        if !available() {
+            return;
+        }
+        let (a, b, mean) = (1.3f32, -0.4f32, 0.25f32);
+        for n in [1, 7, 8, 31, 32, 40, 77] {
+            let x: Vec<f32> = crate::test_values(n, 7, 0.0).iter().map(|v| v * 8.0).collect();
+            let g0 = crate::test_values(n, 8, 0.0);
+            let z = |i: usize| a as f64 * x[i] as f64 + b as f64;
+            let mut y = vec![Out::new(f32::NAN); n];
+            affine_silu_into(&x, &mut y, a, b);
+            for (i, y) in y.iter().enumerate() {
+                // SAFETY: every element written (NaN otherwise, which fails the check).
+                let got = unsafe { y.assume_init() } as f64;
+                let want = z(i) / (1.0 + (-z(i)).exp());
+                assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "n {n} y[{i}] = {got} vs {want}");
+            }
+            let mut g = g0.clone();
+            let (s, p) = silu_grad_sums(&mut g, &x, a, b, mean);
+            let (mut ws, mut wp) = (0.0f64, 0.0f64);
+            for i in 0..n {
+                let sg = 1.0 / (1.0 + (-z(i)).exp());
+                let want = g0[i] as f64 * sg * (1.0 + z(i) * (1.0 - sg));
+                ws += want;
+                wp += want * (x[i] as f64 - mean as f64);
+                assert!((g[i] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "n {n} g[{i}] = {} vs {want}", g[i]);
+            }
+            assert!(
+                (s - ws).abs() <= 1e-5 * (1.0 + ws.abs()) && (p - wp).abs() <= 1e-5 * (1.0 + wp.abs()),
+                "n {n}: sums ({s}, {p}) vs ({ws}, {wp})"
+            );
         }
     }
 }
