@@ -135,12 +135,13 @@ mod tests {
             Dims { batch: 1, cin: 4, cout: 2, plane: 40 },
             // Widths in whole vectors of 8, which the register tile takes (on AVX2): blocks
             // that span samples on a small map (gates on the weights or, for segments shorter
-            // than c_out, on the input), an 8-wide last panel, few rows left to the gemm
-            // crate, and c_out larger than the block.
+            // than c_out, on the input), an 8-wide last panel, c_out larger than the block, and
+            // few rows with the channels split between tasks (one task; three, the last 8 wide).
             Dims { batch: 5, cin: 24, cout: 16, plane: 60 },
             Dims { batch: 2, cin: 40, cout: 24, plane: 1000 },
-            Dims { batch: 3, cin: 8, cout: 8, plane: 9 },
             Dims { batch: 2, cin: 8, cout: 600, plane: 150 },
+            Dims { batch: 3, cin: 8, cout: 8, plane: 9 },
+            Dims { batch: 2, cin: 40, cout: 72, plane: 4 },
         ] {
             let (n, p) = (d.batch, d.plane);
             let x = values(n * p * d.cin, 11);

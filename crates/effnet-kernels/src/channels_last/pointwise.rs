@@ -40,8 +40,10 @@ pub fn pointwise_affine(
     let threads = rayon::current_num_threads();
     let tasks = d.batch * d.plane.div_ceil(pixels_per_task(d));
     let few = d.batch * d.plane <= WHOLE_BATCH_MAX_PIXELS || tasks < 2 * threads;
-    let tiles_split = tile::applies(d.cout) && d.batch * d.plane >= TILE_MIN_ROWS * 2 * threads;
-    if few && !tiles_split {
+    let rows = d.batch * d.plane;
+    if few && tile::applies(d.cout) && rows < TILE_MIN_ROWS * 2 * threads {
+        split_channels(d, x, w, bn, act, gates, residual)
+    } else if few && !tile::applies(d.cout) {
         whole_batch(d, x, w, bn, act, gates, residual)
     } else {
         blocked(d, Input::Rows { x, gates }, w, bn, act, residual)
@@ -65,21 +67,8 @@ fn whole_batch(
 ) -> Vec<f32> {
     let (cin, cout, plane) = (d.cin, d.cout, d.plane);
     let rows = d.batch * plane;
-    let mut gated = Vec::new();
-    let a: &[f32] = match gates {
-        None => x,
-        Some(g) => {
-            gated.resize(x.len(), 0.0);
-            gated.par_chunks_mut(plane * cin).zip(x.par_chunks(plane * cin)).zip(g.par_chunks(cin)).for_each(
-                |((dst, xn), gn)| {
-                    for (d, s) in dst.chunks_exact_mut(cin).zip(xn.chunks_exact(cin)) {
-                        simd::mul(d, s, gn);
-                    }
-                },
-            );
-            &gated
-        }
-    };
+    let gated = gates.map(|g| gate_rows(d, x, g));
+    let a = gated.as_deref().unwrap_or(x);
     // SAFETY: the GEMM writes all rows × c_out outputs (`accumulate = false` reads none) at row
     // stride c_out; `a` is rows × c_in and Wᵀ c_in × c_out (the caller's asserts).
     let mut y = unsafe {
@@ -102,6 +91,50 @@ fn whole_batch(
             chunk.iter_mut().zip(&r[t * per_task..]).for_each(|(v, r)| *v += r);
         }
     });
+    y
+}
+
+/// `x` with each sample's rows scaled by its `[c_in]` gates (SE's), as a new buffer.
+fn gate_rows(d: &Dims, x: &[f32], gates: &[f32]) -> Vec<f32> {
+    let (cin, plane) = (d.cin, d.plane);
+    let mut gated = vec![0.0f32; x.len()];
+    gated.par_chunks_mut(plane * cin).zip(x.par_chunks(plane * cin)).zip(gates.par_chunks(cin)).for_each(
+        |((dst, xn), gn)| {
+            for (d, s) in dst.chunks_exact_mut(cin).zip(xn.chunks_exact(cin)) {
+                simd::mul(d, s, gn);
+            }
+        },
+    );
+    gated
+}
+
+/// Few rows on the register tile (the 1×1 and 2×2 maps of small inputs): every task takes all
+/// the rows and a share of the output channels' panels, so the weights — the larger operand
+/// here — are read once in all (B0 eval at 32², batch 64: 64 rows against up to 1152 × 320
+/// weights).
+fn split_channels(
+    d: &Dims,
+    x: &[f32],
+    w: &[f32],
+    bn: (&[f32], &[f32]),
+    act: Act,
+    gates: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (cin, cout, rows) = (d.cin, d.cout, d.batch * d.plane);
+    let gated = gates.map(|g| gate_rows(d, x, g));
+    let a = gated.as_deref().unwrap_or(x);
+    let panels = Panels::pack(w, cout, cin);
+    let per_task = cout.div_ceil(16).div_ceil(2 * rayon::current_num_threads()) * 16;
+    let mut y = Vec::<f32>::with_capacity(rows * cout);
+    let out = SharedOut(y.as_mut_ptr());
+    (0..cout.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        let channels = t * per_task..((t + 1) * per_task).min(cout);
+        // SAFETY: `y` holds rows × c_out floats; each task writes only its own channels.
+        unsafe { tile::columns(&panels, a, out.get(), rows, bn, act, residual, channels) };
+    });
+    // SAFETY: the tasks' channel ranges cover 0 .. c_out, each written for every row.
+    unsafe { y.set_len(rows * cout) };
     y
 }
 
@@ -161,7 +194,7 @@ impl Weights {
     /// From `[c_out, c_in]` weights.
     pub(super) fn new(w: &[f32], cout: usize, cin: usize) -> Self {
         if tile::applies(cout) {
-            Weights::Tiles(Panels::pack(Vec::new(), w, cout, cin, None))
+            Weights::Tiles(Panels::pack(w, cout, cin))
         } else {
             Weights::InputMajor { wt: input_major(w, cout, cin), cout }
         }

@@ -11,7 +11,8 @@
 
 #[cfg(target_arch = "x86_64")]
 use crate::silu_avx2::silu_tile;
-use crate::simd::Act;
+use crate::simd::{Act, filled};
+use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -31,11 +32,13 @@ pub(super) struct Panels {
 
 /// Whether [`Panels`] and [`rows`] serve a layer of `cout` output channels on this CPU: AVX2
 /// and FMA, and whole 8-lane vectors of output channels (every released EfficientNet's widths
-/// are multiples of 8; other layers take the `gemm` crate's path).
+/// are multiples of 8; other layers take the `gemm` crate's path). Not on AVX-512 CPUs: there
+/// the `gemm` crate's 16-lane kernels have twice this tile's arithmetic per instruction, and
+/// no AVX-512 machine was at hand to measure which is faster.
 pub(super) fn applies(cout: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        cout.is_multiple_of(8) && crate::silu_avx2::available()
+        cout.is_multiple_of(8) && crate::silu_avx2::available() && !is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -45,24 +48,27 @@ pub(super) fn applies(cout: usize) -> bool {
 }
 
 impl Panels {
-    /// Packs `[c_out, c_in]` weights `w`, each input channel `i` scaled by `gates[i]` if given;
-    /// `buf` is reused (a task packs gated weights per sample).
-    pub(super) fn pack(mut buf: Vec<f32>, w: &[f32], cout: usize, cin: usize, gates: Option<&[f32]>) -> Self {
-        assert!(cout.is_multiple_of(8) && w.len() == cout * cin && gates.is_none_or(|g| g.len() == cin));
-        buf.clear();
-        buf.resize(cout * cin, 0.0);
-        let mut at = 0;
-        for o0 in (0..cout).step_by(PANEL) {
-            let width = PANEL.min(cout - o0);
-            for i in 0..cin {
-                let g = gates.map_or(1.0, |g| g[i]);
-                for (j, dst) in buf[at..at + width].iter_mut().enumerate() {
-                    *dst = w[(o0 + j) * cin + i] * g;
-                }
-                at += width;
-            }
-        }
-        Panels { data: buf, cin, cout }
+    /// Packs `[c_out, c_in]` weights `w` (a transpose into panels: done for every layer call,
+    /// as a scalar gather it was 5 % of B0 eval at 32², batch 64, where each weight serves few
+    /// pixels), a panel per rayon task, in 8 × 8 blocks transposed in registers.
+    pub(super) fn pack(w: &[f32], cout: usize, cin: usize) -> Self {
+        assert!(cout.is_multiple_of(8) && w.len() == cout * cin && applies(cout));
+        // SAFETY: the panels cover the buffer and `pack_panel` writes every float of each (not
+        // zeroed first: that memset cost as much as the packing).
+        let data = unsafe {
+            filled(cout * cin, |data| {
+                data.par_chunks_mut(PANEL * cin).enumerate().for_each(|(b, panel)| {
+                    let rows = &w[b * PANEL * cin..][..panel.len()];
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: AVX2 is present (`applies`); `rows` holds the panel's width × c_in
+                    // weights and `panel` c_in × width floats (`Out` is an f32).
+                    pack_panel(rows, std::slice::from_raw_parts_mut(panel.as_mut_ptr().cast(), panel.len()), cin);
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = rows;
+                })
+            })
+        };
+        Panels { data, cin, cout }
     }
 
     /// These panels with input channel `i` scaled by `gates[i]`, in `buf`'s storage (each
@@ -82,10 +88,70 @@ impl Panels {
         Panels { data: buf, cin, cout }
     }
 
-    /// The buffer back, for the next [`Panels::pack`] or [`Panels::gated`].
+    /// The buffer back, for the next [`Panels::gated`].
     pub(super) fn into_buffer(self) -> Vec<f32> {
         self.data
     }
+}
+
+/// One panel: `rows` (`width` output channels × c_in, width 8 or 16) into `panel` (c_in ×
+/// width): 8 × 8 blocks through registers, the last `c_in mod 8` input channels one by one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn pack_panel(rows: &[f32], panel: &mut [f32], cin: usize) {
+    let width = rows.len() / cin;
+    let full = cin / 8 * 8;
+    for j0 in (0..width).step_by(8) {
+        for k0 in (0..full).step_by(8) {
+            // SAFETY: rows j0 .. j0 + 8 (≤ width) and columns k0 .. k0 + 8 (≤ c_in) of `rows`;
+            // panel rows k0 .. k0 + 8, columns j0 .. j0 + 8 (≤ width) of `panel`.
+            unsafe {
+                let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(rows.as_ptr().add((j0 + j) * cin + k0)));
+                let t = transpose8(r);
+                for (k, t) in t.into_iter().enumerate() {
+                    _mm256_storeu_ps(panel.as_mut_ptr().add((k0 + k) * width + j0), t);
+                }
+            }
+        }
+        for k in full..cin {
+            for j in j0..j0 + 8 {
+                panel[k * width + j] = rows[j * cin + k];
+            }
+        }
+    }
+}
+
+/// The 8 × 8 transpose of eight row vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }
 
 /// `dst = act(scale ⊙ (x · Wᵀ) + shift) + residual` for `len` channels-last pixel rows `x`
@@ -98,15 +164,46 @@ pub(super) fn rows(
     act: Act,
     residual: Option<&[f32]>,
 ) {
-    let (cin, cout) = (p.cin, p.cout);
+    let cout = p.cout;
     let len = dst.len() / cout;
-    assert!(dst.len() == len * cout && x.len() >= len * cin && scale.len() == cout && shift.len() == cout);
+    assert!(dst.len() == len * cout);
+    // SAFETY: `dst` is len × c_out floats, all of them this call's (asserted, and a `&mut`).
+    unsafe { columns(p, x, dst.as_mut_ptr(), len, (scale, shift), act, residual, 0..cout) }
+}
+
+/// [`rows`] for output channels `channels` only (from a multiple of 16 to a multiple of 16 or
+/// c_out), into the `[len, c_out]` rows at `dst`: for tasks that share one block's rows and
+/// split its panels (each reads its share of the weights once).
+///
+/// # Safety
+/// `dst` points at `len · c_out` floats whose columns `channels` no one else reads or writes
+/// during the call.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn columns(
+    p: &Panels,
+    x: &[f32],
+    dst: *mut f32,
+    len: usize,
+    (scale, shift): (&[f32], &[f32]),
+    act: Act,
+    residual: Option<&[f32]>,
+    channels: std::ops::Range<usize>,
+) {
+    let (cin, cout) = (p.cin, p.cout);
+    assert!(x.len() >= len * cin && scale.len() == cout && shift.len() == cout);
     assert!(residual.is_none_or(|r| r.len() >= len * cout) && applies(cout));
+    assert!(
+        channels.start.is_multiple_of(PANEL)
+            && channels.end <= cout
+            && (channels.end == cout || channels.end.is_multiple_of(PANEL))
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX2 and FMA are present (`applies`); every tile reads inside `x`, the panels and
-    // `residual` and writes inside `dst` (the asserts above bound each by len, c_in and c_out).
+    // `residual` and writes inside the caller's `dst` columns (the asserts above bound each by
+    // len, c_in, c_out and `channels`).
     unsafe {
-        rows_avx2(p, x, dst, (scale, shift), act, residual)
+        let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
+        rows_avx2(p, x.as_ptr(), dst, len, (scale, shift), act, res, channels)
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("applies() is false off x86-64")
@@ -114,21 +211,21 @@ pub(super) fn rows(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn rows_avx2(
     p: &Panels,
-    x: &[f32],
-    dst: &mut [f32],
+    x: *const f32,
+    y: *mut f32,
+    len: usize,
     (scale, shift): (&[f32], &[f32]),
     act: Act,
-    residual: Option<&[f32]>,
+    res: *const f32,
+    channels: std::ops::Range<usize>,
 ) {
     let (cin, cout) = (p.cin, p.cout);
-    let len = dst.len() / cout;
-    let (x, y) = (x.as_ptr(), dst.as_mut_ptr());
-    let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
     // Panel outer, pixels inner: a panel (c_in × 16 floats) stays in L1 while the block's
     // pixel rows stream past it from L2.
-    for o0 in (0..cout).step_by(PANEL) {
+    for o0 in channels.step_by(PANEL) {
         let w = unsafe { p.data.as_ptr().add(o0 * cin) };
         let e = Epilogue { scale: unsafe { scale.as_ptr().add(o0) }, shift: unsafe { shift.as_ptr().add(o0) }, act };
         let wide = cout - o0 >= PANEL;
@@ -249,7 +346,9 @@ mod tests {
             eprintln!("no AVX2+FMA: the hand-written tile does not run here");
             return;
         }
-        for (len, cin, cout) in [(1, 1, 8), (5, 3, 24), (13, 16, 96), (47, 40, 40), (6, 96, 16), (17, 7, 8)] {
+        for (len, cin, cout) in
+            [(1, 1, 8), (5, 3, 24), (13, 16, 96), (47, 40, 40), (6, 96, 16), (17, 7, 8), (9, 20, 24)]
+        {
             let x = crate::test_values(len * cin, 1, 0.0);
             let w = crate::test_values(cout * cin, 2, 0.0);
             let scale = crate::test_values(cout, 3, 1.0);
@@ -259,7 +358,10 @@ mod tests {
             for act in [Act::Silu, Act::Identity, Act::Relu6] {
                 for (gated, residual) in [(false, false), (true, true), (true, false)] {
                     let g = gated.then_some(&gates[..]);
-                    let p = Panels::pack(Vec::new(), &w, cout, cin, g);
+                    let p = match g {
+                        Some(g) => Panels::pack(&w, cout, cin).gated(g, Vec::new()),
+                        None => Panels::pack(&w, cout, cin),
+                    };
                     let mut y = vec![f32::NAN; len * cout];
                     rows(&p, &x, &mut y, (&scale, &shift), act, residual.then_some(&res[..]));
                     for r in 0..len {
