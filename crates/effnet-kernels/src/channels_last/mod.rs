@@ -56,7 +56,8 @@ mod tests {
         crate::test_values(n, seed, 0.0)
     }
 
-    fn act64(act: Act, t: f64) -> f64 {
+    /// The activation in f64 (the tests here and in `tile.rs` compare against it).
+    pub(super) fn act64(act: Act, t: f64) -> f64 {
         match act {
             Act::Silu => t / (1.0 + (-t).exp()),
             Act::Relu6 => t.clamp(0.0, 6.0),

@@ -328,15 +328,8 @@ unsafe fn tile<const P: usize, const V: usize>(t: &Tile, e: &Epilogue) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::act64;
     use super::*;
-
-    fn act64(act: Act, t: f64) -> f64 {
-        match act {
-            Act::Silu => t / (1.0 + (-t).exp()),
-            Act::Relu6 => t.clamp(0.0, 6.0),
-            Act::Identity => t,
-        }
-    }
 
     /// Every tile shape (pixel tails 1–5, an 8-wide last panel), gates and residual, against
     /// an f64 product.
