@@ -38,7 +38,7 @@ pub fn pointwise_affine(
     // weights again. The register tile packs them once for all blocks, which split finer, as
     // long as each still multiplies enough rows to pay for reading all the weights.
     let threads = rayon::current_num_threads();
-    let tasks = d.batch * d.plane.div_ceil(pixels_per_task(d));
+    let tasks = d.batch * d.plane.div_ceil(block_len(d).min(d.plane));
     let few = d.batch * d.plane <= WHOLE_BATCH_MAX_PIXELS || tasks < 2 * threads;
     let rows = d.batch * d.plane;
     if few && tile::applies(d.cout) && rows < TILE_MIN_ROWS * 2 * threads {
@@ -145,25 +145,24 @@ fn split_channels(
 /// made inference slower: their readers lost the cache).
 const STREAM_MIN: usize = 8 << 20;
 
-/// Output pixels per task of [`blocked`]: the task's input and output blocks (c_in·len and
-/// c_out·len floats) stay near 128 KB, so the epilogue finds them in L2.
-fn pixels_per_task(d: &Dims) -> usize {
+/// Pixels per block of [`blocked`]: the block's input and output (c_in·len and c_out·len floats)
+/// stay near 128 KB, so the epilogue finds them in L2; a multiple of 16 where it is less than a
+/// sample's plane.
+fn block_len(d: &Dims) -> usize {
     let len = (32 * 1024 / d.cin.max(d.cout).max(1)).max(64);
-    if len >= d.plane { d.plane } else { len / 16 * 16 }
+    if len >= d.plane { len } else { len / 16 * 16 }
 }
 
-/// Rows (pixels of the whole batch, in order) per task of [`blocked`]: [`pixels_per_task`],
-/// spanning samples on small maps, and fewer where that leaves under two tasks per thread.
+/// Rows (pixels of the whole batch, in order) per task of [`blocked`]: [`block_len`], spanning
+/// samples on small maps, and fewer where that leaves under two tasks per thread.
 fn rows_per_task(d: &Dims) -> usize {
-    let rows = d.batch * d.plane;
-    let len = (32 * 1024 / d.cin.max(d.cout).max(1)).max(64);
-    let len = if len >= d.plane { len } else { len / 16 * 16 };
-    len.min(rows.div_ceil(2 * rayon::current_num_threads())).max(1)
+    block_len(d).min((d.batch * d.plane).div_ceil(2 * rayon::current_num_threads())).max(1)
 }
 
 /// A pointer that rayon tasks writing disjoint parts of one buffer may share.
 struct SharedOut(*mut f32);
-// SAFETY: the tasks of `blocked` write disjoint (sample, pixel block) regions.
+// SAFETY: the tasks sharing one write disjoint regions (rows in `blocked`, channel columns in
+// `split_channels`).
 unsafe impl Sync for SharedOut {}
 impl SharedOut {
     fn get(&self) -> *mut f32 {
