@@ -23,3 +23,17 @@ export EFFNET_GPU_FUSION="${EFFNET_GPU_FUSION:-off}"
 
 cargo test --workspace --all-targets --features "$EFFNET_FEATURES"
 cargo test --workspace --doc --features "$EFFNET_FEATURES"
+
+# The CPU kernels' tests again with each narrower instruction set forced (the run above used the
+# best this CPU has): the same test binary, EFFNET_SIMD=avx2 (where the CPU has it) and scalar.
+kernels=$(cargo test --workspace --all-targets --features "$EFFNET_FEATURES" --no-run 2>&1 \
+    | sed -n 's|.*Executable unittests src/lib.rs (\(.*/effnet_kernels-[0-9a-f]*\))|\1|p')
+for simd in avx2 scalar; do
+    if [ "$simd" = scalar ] || grep -q ' avx2' /proc/cpuinfo; then
+        echo "effnet-kernels with EFFNET_SIMD=$simd"
+        EFFNET_SIMD=$simd "$kernels" -q
+    fi
+done
+
+# ARM: the kernels' tests cross-compiled for aarch64 and run under qemu (NEON and scalar).
+scripts/test_aarch64.sh

@@ -69,11 +69,21 @@ pub fn run_info(variant: Option<&str>, config: Option<&Path>, json: bool) -> Res
         }
         (None, None) => Variant::ALL.into_iter().map(Architecture::variant).collect(),
     };
+    let simd = effnet_model::selected_isa().name();
     if json {
-        let v: Vec<_> = archs.iter().map(summary_json).collect();
+        let v: Vec<_> = archs
+            .iter()
+            .map(|a| {
+                let mut s = summary_json(a);
+                s["simd"] = simd.into();
+                s
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_table(&archs);
+        println!();
+        println!("CPU kernels: {simd} (EFFNET_SIMD=avx2 or scalar runs a narrower instruction set)");
     }
     Ok(())
 }

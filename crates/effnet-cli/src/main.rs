@@ -211,6 +211,18 @@ enum DataCommand {
 fn main() -> ExitCode {
     memory::keep_freed_memory();
     let cli = Cli::parse();
+    // `EFFNET_SIMD` checked before anything runs: the kernels themselves would fall back to the
+    // best instruction set without a word.
+    if let Err(e) = effnet_model::isa_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    // The CPU kernels' loops start on this thread (see `run_kernels_on_this_thread`), except
+    // where it only waits on others: a server, and training on several devices (decided by
+    // `train` once it has read the config).
+    if !matches!(cli.command, Command::Serve(_) | Command::Train { .. }) {
+        effnet_model::run_kernels_on_this_thread();
+    }
     let result = match cli.command {
         Command::Info { variant, config, json } => info::run_info(variant.as_deref(), config.as_deref(), json),
         Command::Config { command: ConfigCommand::Check { file, json } } => info::run_config_check(&file, json),

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 pub fn run_train(config: &Path, run_dir: Option<&Path>, resume: bool, runtime: &RuntimeArgs) -> Result<()> {
     let mut src = ConfigSource::load(config)?;
     runtime.apply(&mut src.config, config)?;
+    if src.config.runtime.devices.len() <= 1 {
+        effnet_model::run_kernels_on_this_thread();
+    }
     let run_dir = run_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&src.config.runtime.run_dir));
     let summary = train(&src, &run_dir, resume)?;
     let k = src.config.model.architecture().map_or(5, |a| effnet_train::trainer::top_k(a.num_classes));

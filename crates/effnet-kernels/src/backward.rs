@@ -4,9 +4,10 @@
 
 use crate::flex::{
     EffnetKernels, bn_dims, contiguous, depthwise_forward, flex_bn_normalize, flex_bn_stats, flex_channel_scale,
-    flex_squeeze_excite, geometry, map, new_tensor, overwrite, pw_dims, pw_forward, scale_dims, slice, zip,
+    flex_squeeze_excite, geometry, map, new_tensor, overwrite_in, pw_dims, pw_forward, scale_dims, slice, zip,
 };
-use crate::{batchnorm, depthwise, pointwise, simd, squeeze_excite};
+use crate::layout::{Order, channels_last_tensor, dense, elements, in_order, order_of};
+use crate::{activation, batchnorm, channels_last, depthwise, pointwise, simd, squeeze_excite};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -18,7 +19,7 @@ use burn::backend::{AutodiffBackend, Flex};
 use burn::tensor::Shape;
 use rayon::prelude::*;
 
-/// One op's backward computation: from its saved state and the (contiguous) output gradient,
+/// One op's backward computation: from its saved state and the (dense, either order) output gradient,
 /// the gradient of each of its `N` inputs that autodiff tracks (`tracked[i]`; `None` for the
 /// others).
 trait Step<const N: usize>: Send + std::fmt::Debug + 'static {
@@ -35,7 +36,7 @@ impl<S: Step<N>, const N: usize> Backward<Flex, N> for Scaffold<S> {
     type State = S::State;
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let grad = dense(grads.consume::<Flex>(&ops.node));
         let computed = self.0.grads(ops.state, grad, ops.parents.each_ref().map(Option::is_some));
         for (parent, g) in ops.parents.into_iter().zip(computed) {
             if let (Some(node), Some(g)) = (parent, g) {
@@ -45,9 +46,10 @@ impl<S: Step<N>, const N: usize> Backward<Flex, N> for Scaffold<S> {
     }
 }
 
-/// The forward side every op shares: `untracked` on the inputs' contiguous primitives when
-/// autodiff tracks none of them; otherwise `tracked` on copies (the inputs may be part of the
-/// saved state, so nothing may overwrite them), which also returns the state to save.
+/// The forward side every op shares: `untracked` on the inputs' dense primitives (in either
+/// memory order, see `layout.rs`) when autodiff tracks none of them; otherwise `tracked` on
+/// copies (the inputs may be part of the saved state, so nothing may overwrite them), which also
+/// returns the state to save.
 fn record<S: Step<N>, C: CheckpointStrategy, const N: usize>(
     step: S,
     inputs: [FloatTensor<Autodiff<Flex, C>>; N],
@@ -56,10 +58,10 @@ fn record<S: Step<N>, C: CheckpointStrategy, const N: usize>(
 ) -> FloatTensor<Autodiff<Flex, C>> {
     match Scaffold(step).prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let (state, out) = tracked(inputs.each_ref().map(|t| contiguous(t.primitive().clone())));
+            let (state, out) = tracked(inputs.each_ref().map(|t| dense(t.primitive().clone())));
             prep.finish(state, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(untracked(inputs.map(|t| contiguous(t.into_primitive())))),
+        OpsKind::UnTracked(prep) => prep.finish(untracked(inputs.map(|t| dense(t.into_primitive())))),
     }
 }
 
@@ -80,6 +82,32 @@ impl Step<1> for Elementwise {
     }
 }
 
+/// `y·s[n] + x`: `dy = g·s[n]`, `dx = g`.
+#[derive(Debug)]
+struct Residual;
+
+impl Step<2> for Residual {
+    /// The per-sample scales.
+    type State = FlexTensor;
+
+    fn grads(self, scale: FlexTensor, grad: FlexTensor, [want_y, want_x]: [bool; 2]) -> [Option<FlexTensor>; 2] {
+        let dy = want_y.then(|| crate::flex::flex_residual(grad.clone(), None, Some(&scale)));
+        [dy, want_x.then_some(grad)]
+    }
+}
+
+/// A change of memory order only: the gradient passes as it is.
+#[derive(Debug)]
+struct Reorder;
+
+impl Step<1> for Reorder {
+    type State = ();
+
+    fn grads(self, _: (), grad: FlexTensor, _: [bool; 1]) -> [Option<FlexTensor>; 1] {
+        [Some(grad)]
+    }
+}
+
 #[derive(Debug)]
 struct Depthwise;
 
@@ -88,6 +116,16 @@ impl Step<2> for Depthwise {
     type State = (FlexTensor, FlexTensor, depthwise::Geometry);
 
     fn grads(self, (x, w, g): Self::State, grad: FlexTensor, [want_x, want_w]: [bool; 2]) -> [Option<FlexTensor>; 2] {
+        if order_of(&x) == Some(Order::Nhwc) {
+            let dy = in_order(grad, Order::Nhwc);
+            let dx = want_x.then(|| {
+                let data = channels_last::depthwise_grad::input_grad(&g, elements(&dy), slice(&w));
+                channels_last_tensor(data, [g.batch, g.channels, g.height, g.width])
+            });
+            let dw = want_w.then(|| channels_last::depthwise_grad::weight_grad(&g, elements(&x), elements(&dy)));
+            return [dx, shaped(dw, &w)];
+        }
+        let grad = contiguous(grad);
         let (dx, dw) = depthwise::backward(&g, slice(&x), slice(&w), slice(&grad), want_x, want_w);
         [shaped(dx, &x), shaped(dw, &w)]
     }
@@ -101,6 +139,7 @@ impl Step<2> for ChannelScale {
     type State = (FlexTensor, FlexTensor);
 
     fn grads(self, (x, s): Self::State, grad: FlexTensor, [want_x, want_s]: [bool; 2]) -> [Option<FlexTensor>; 2] {
+        let grad = contiguous(grad);
         let (planes, plane) = scale_dims(&x, &s);
         // ds[n, c] = Σ over the plane of g·x.
         let ds = want_s.then(|| {
@@ -125,6 +164,13 @@ impl Step<2> for Pointwise {
 
     fn grads(self, (x, w): Self::State, grad: FlexTensor, [want_x, want_w]: [bool; 2]) -> [Option<FlexTensor>; 2] {
         let d = pw_dims(&x, &w);
+        if order_of(&x) == Some(Order::Nhwc) {
+            let dy = in_order(grad, Order::Nhwc);
+            let (dx, dw) = pointwise::rows_backward(&d, elements(&x), slice(&w), elements(&dy), want_x, want_w);
+            let s = x.layout().shape();
+            return [dx.map(|v| channels_last_tensor(v, [s[0], s[1], s[2], s[3]])), shaped(dw, &w)];
+        }
+        let grad = contiguous(grad);
         let (dx, dw) = pointwise::backward(&d, slice(&x), slice(&w), slice(&grad), want_x, want_w);
         [shaped(dx, &x), shaped(dw, &w)]
     }
@@ -145,12 +191,27 @@ impl Step<3> for BatchNorm {
         let d = bn_dims(&x);
         let (mean, var) = slice(&stats).split_at(d.channels);
         let (gamma, beta) = (slice(&gamma), slice(&beta));
+        let order = order_of(&x).expect("dense");
+        let cl = order == Order::Nhwc;
         let (dx, (dgamma, dbeta)) = if self.silu {
             // The output gradient becomes the input gradient in place.
-            overwrite(grad, |g| batchnorm::backward_silu(&d, slice(&x), g, mean, var, gamma, beta, self.eps))
+            overwrite_in(grad, order, |g| {
+                if cl {
+                    channels_last::batchnorm::backward_silu(elements(&x), g, mean, var, gamma, beta, self.eps)
+                } else {
+                    batchnorm::backward_silu(&d, slice(&x), g, mean, var, gamma, beta, self.eps)
+                }
+            })
         } else {
-            let (dx, dgamma, dbeta) = batchnorm::backward(&d, slice(&x), slice(&grad), mean, var, gamma, self.eps);
-            (new_tensor(dx, x.layout().shape().clone()), (dgamma, dbeta))
+            overwrite_in(grad, order, |g| {
+                let (dx, dgamma, dbeta) = if cl {
+                    channels_last::batchnorm::backward(elements(&x), g, mean, var, gamma, self.eps)
+                } else {
+                    batchnorm::backward(&d, slice(&x), g, mean, var, gamma, self.eps)
+                };
+                g.copy_from_slice(&dx);
+                (dgamma, dbeta)
+            })
         };
         let channels = |g| new_tensor(g, Shape::from([d.channels]));
         [Some(dx), Some(channels(dgamma)), Some(channels(dbeta))]
@@ -159,7 +220,7 @@ impl Step<3> for BatchNorm {
 
 #[derive(Debug)]
 struct SqueezeExcite {
-    act: simd::Act,
+    act: activation::Act,
 }
 
 impl Step<5> for SqueezeExcite {
@@ -172,7 +233,8 @@ impl Step<5> for SqueezeExcite {
         let w =
             squeeze_excite::Weights { reduce: (slice(w1), slice(b1)), expand: (slice(w2), slice(b2)), act: self.act };
         // The output gradient becomes the input gradient in place.
-        let (dx, g) = overwrite(grad, |g| squeeze_excite::backward(&d, slice(x), &w, &saved, g));
+        let order = if d.channels_last { Order::Nhwc } else { Order::Nchw };
+        let (dx, g) = overwrite_in(grad, order, |g| squeeze_excite::backward(&d, elements(x), &w, &saved, g));
         let like = |v: Vec<f32>, t: &FlexTensor| Some(new_tensor(v, t.layout().shape().clone()));
         [Some(dx), like(g.reduce.0, w1), like(g.reduce.1, b1), like(g.expand.0, w2), like(g.expand.1, b2)]
     }
@@ -185,7 +247,7 @@ impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
         reduce_bias: FloatTensor<Self>,
         expand_weight: FloatTensor<Self>,
         expand_bias: FloatTensor<Self>,
-        act: simd::Act,
+        act: activation::Act,
     ) -> FloatTensor<Self> {
         record::<_, C, 5>(
             SqueezeExcite { act },
@@ -203,6 +265,7 @@ impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
             ChannelScale,
             [x, s],
             |[x, s]| {
+                let x = contiguous(x);
                 let out = flex_channel_scale(x.clone(), &s);
                 ((x, s), out)
             },
@@ -261,22 +324,36 @@ impl<C: CheckpointStrategy> EffnetKernels for Autodiff<Flex, C> {
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         record::<_, C, 1>(
-            Elementwise(simd::silu_backward),
+            Elementwise(activation::silu_backward),
             [x],
-            |[x]| (x.clone(), map(x, simd::silu)),
-            |[x]| map(x, simd::silu),
+            |[x]| (x.clone(), map(x, activation::silu)),
+            |[x]| map(x, activation::silu),
         )
+    }
+
+    fn residual(y: FloatTensor<Self>, x: FloatTensor<Self>, scale: FloatTensor<Self>) -> FloatTensor<Self> {
+        let scale = contiguous(scale.into_primitive());
+        record::<_, C, 2>(
+            Residual,
+            [y, x],
+            |[y, x]| (scale.clone(), crate::flex::flex_residual(y, Some(x), Some(&scale))),
+            |[y, x]| crate::flex::flex_residual(y, Some(x), Some(&scale)),
+        )
+    }
+
+    fn channels_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        record::<_, C, 1>(Reorder, [x], |[x]| ((), in_order(x, Order::Nhwc)), |[x]| in_order(x, Order::Nhwc))
     }
 
     fn sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
         record::<_, C, 1>(
-            Elementwise(simd::sigmoid_backward),
+            Elementwise(activation::sigmoid_backward),
             [x],
             |[x]| {
-                let out = map(x, simd::sigmoid);
+                let out = map(x, activation::sigmoid);
                 (out.clone(), out)
             },
-            |[x]| map(x, simd::sigmoid),
+            |[x]| map(x, activation::sigmoid),
         )
     }
 

@@ -7,8 +7,8 @@
 //! about ten serial element-wise passes plus transposing copies (11 % of a B0 training step at
 //! 32², 18 % at 224²).
 
-use super::silu_avx2;
-use super::simd::{Out, madd, sigmoid1, silu1};
+use super::activation::{Act, affine_act_into, silu_grad_sums};
+use super::simd::madd;
 use rayon::prelude::*;
 
 /// `[n, c, h·w]` of the input.
@@ -82,42 +82,6 @@ fn centred_squares_body<const F: bool>(a: &[f32], mu: f32) -> f64 {
     q.iter().map(|&v| v as f64).sum::<f64>() + a[n8..].iter().map(|&v| ((v - mu) as f64).powi(2)).sum::<f64>()
 }
 
-/// `y[i] = silu(a·x[i] + b)`: BatchNorm's output and the SiLU after it in one pass.
-#[inline(always)]
-fn affine_silu_into_body<const F: bool>(x: &[f32], y: &mut [Out], a: f32, b: f32) {
-    for (o, &v) in y.iter_mut().zip(x) {
-        o.write(silu1::<F>(madd::<F>(v, a, b)));
-    }
-}
-
-/// On one plane, in place: `g ← g·silu'(z)` with `z = a·x + b` recomputed (the forward did not
-/// keep it) and `silu'(z) = s·(1 + z·(1 − s))`, `s = sigmoid(z)`; returns `Σ g` and
-/// `Σ g·(x − mean)` of the new `g` in f64 (BatchNorm's backward sums, in the same pass).
-#[inline(always)]
-fn silu_grad_sums_body<const F: bool>(g: &mut [f32], x: &[f32], a: f32, b: f32, mean: f32) -> (f64, f64) {
-    let grad = |g: f32, x: f32| {
-        let z = madd::<F>(x, a, b);
-        let s = sigmoid1::<F>(z);
-        g * s * madd::<F>(z, 1.0 - s, 1.0)
-    };
-    let (mut s, mut p) = ([0.0f32; 8], [0.0f32; 8]);
-    let n8 = g.len() / 8 * 8;
-    for (cg, cx) in g[..n8].chunks_exact_mut(8).zip(x[..n8].chunks_exact(8)) {
-        for j in 0..8 {
-            cg[j] = grad(cg[j], cx[j]);
-            s[j] += cg[j];
-            p[j] += cg[j] * (cx[j] - mean);
-        }
-    }
-    let (mut s64, mut p64) = (s.iter().map(|&v| v as f64).sum::<f64>(), p.iter().map(|&v| v as f64).sum::<f64>());
-    for (gv, &xv) in g[n8..].iter_mut().zip(&x[n8..]) {
-        *gv = grad(*gv, xv);
-        s64 += *gv as f64;
-        p64 += (*gv * (xv - mean)) as f64;
-    }
-    (s64, p64)
-}
-
 /// `g[i] ← k₁·g[i] + k₂·x[i] + k₃` (the input gradient over the SiLU-scaled output gradient).
 #[inline(always)]
 fn affine2_in_place_body<const F: bool>(g: &mut [f32], x: &[f32], (k1, k2, k3): (f32, f32, f32)) {
@@ -128,32 +92,9 @@ fn affine2_in_place_body<const F: bool>(g: &mut [f32], x: &[f32], (k1, k2, k3): 
 
 // The loops above and below in AVX2/AVX-512 where the CPU has them: as plain closures in the
 // parallel loops they were compiled for SSE2 (≈ 12 % of a B0 training step at 224²).
-super::simd::multiversion!(sums, sums_body, (a: &[f32], b: Option<(&[f32], f32)>) -> (f64, f64));
-super::simd::multiversion!(centred_squares, centred_squares_body, (a: &[f32], mu: f32) -> f64);
-super::simd::multiversion!(affine_silu_into_generic, affine_silu_into_body, (x: &[f32], y: &mut [Out], a: f32, b: f32));
-super::simd::multiversion!(silu_grad_sums_generic, silu_grad_sums_body, (g: &mut [f32], x: &[f32], a: f32, b: f32, mean: f32) -> (f64, f64));
-
-// The two SiLU passes through `silu_avx2` (four vectors in lockstep, a table-driven
-// exponential) on AVX2+FMA for planes of at least `LOCKSTEP_MIN` elements; small planes (B0's
-// 8² … 1² at 32² input) through the loops above, which start up faster.
-const LOCKSTEP_MIN: usize = 64;
-
-fn affine_silu_into(x: &[f32], y: &mut [Out], a: f32, b: f32) {
-    if x.len() >= LOCKSTEP_MIN && silu_avx2::available() {
-        silu_avx2::affine_silu_into(x, y, a, b)
-    } else {
-        affine_silu_into_generic(x, y, a, b)
-    }
-}
-
-fn silu_grad_sums(g: &mut [f32], x: &[f32], a: f32, b: f32, mean: f32) -> (f64, f64) {
-    if x.len() >= LOCKSTEP_MIN && silu_avx2::available() {
-        silu_avx2::silu_grad_sums(g, x, a, b, mean)
-    } else {
-        silu_grad_sums_generic(g, x, a, b, mean)
-    }
-}
-super::simd::multiversion!(affine2_in_place, affine2_in_place_body, (g: &mut [f32], x: &[f32], k: (f32, f32, f32)));
+crate::isa::multiversion!(sums, sums_body, (a: &[f32], b: Option<(&[f32], f32)>) -> (f64, f64));
+crate::isa::multiversion!(centred_squares, centred_squares_body, (a: &[f32], mu: f32) -> f64);
+crate::isa::multiversion!(affine2_in_place, affine2_in_place_body, (g: &mut [f32], x: &[f32], k: (f32, f32, f32)));
 
 /// Per-channel batch mean and biased variance, in two passes over each channel (exact for
 /// large means, unlike Σx² − (Σx)²).
@@ -175,13 +116,13 @@ pub fn stats(d: &Dims, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
 /// `y = (x − mean)·γ/√(var + ε) + β` per channel (`scale`/`shift` from [`affine`]), then
 /// `y·sigmoid(y)` when `silu`.
 pub fn normalize(d: &Dims, x: &[f32], scale: &[f32], shift: &[f32], silu: bool) -> Vec<f32> {
-    let kernel = if silu { affine_silu_into } else { super::simd::affine_into };
+    let act = if silu { Act::Silu } else { Act::Identity };
     // SAFETY: the planes cover the output and each plane's loop writes all of it.
     unsafe {
         super::simd::filled(x.len(), |y| {
             y.par_chunks_mut(d.plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, yp)| {
                 let c = p % d.channels;
-                kernel(&x[p * d.plane..][..d.plane], yp, scale[c], shift[c]);
+                affine_act_into(&x[p * d.plane..][..d.plane], yp, scale[c], shift[c], act);
             })
         })
     }
@@ -193,12 +134,7 @@ pub fn normalize_in_place(d: &Dims, x: &mut [f32], scale: &[f32], shift: &[f32],
     x.par_chunks_mut(d.plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, xp)| {
         let c = p % d.channels;
         let (a, b) = (scale[c], shift[c]);
-        for v in xp.iter_mut() {
-            *v = *v * a + b;
-        }
-        if silu {
-            super::simd::silu_in_place(xp);
-        }
+        super::activation::affine_act(xp, a, b, if silu { Act::Silu } else { Act::Identity });
     });
 }
 
@@ -369,8 +305,7 @@ mod tests {
 
     #[test]
     fn silu_variant_matches_batch_norm_then_silu() {
-        // Planes below and above `LOCKSTEP_MIN` (the generic loops and `silu_avx2`'s, with a
-        // tail of three).
+        // Planes shorter than four vectors and longer (the lockstep groups, with a tail).
         for d in [Dims { batch: 2, channels: 3, plane: 5 * 7 }, Dims { batch: 2, channels: 3, plane: 9 * 11 }] {
             silu_variant_on(&d);
         }

@@ -185,7 +185,7 @@ fn every_other_body<const F: bool>(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-super::simd::multiversion!(pub(super) every_other, every_other_body, (src: &[f32], dst: &mut [f32]));
+crate::isa::multiversion!(pub(super) every_other, every_other_body, (src: &[f32], dst: &mut [f32]));
 
 /// Output columns computed together in registers.
 const LANES: usize = 8;
@@ -390,17 +390,17 @@ fn pad_rows(dyp: &[f32], ow: usize, bw: usize, out: &mut Vec<f32>) {
     }
 }
 
-super::simd::multiversion!(
+crate::isa::multiversion!(
     forward_plane,
     forward_plane_body,
     (taps: &[usize], step: usize, ow: usize, wc: &[f32], buf: &[f32], yp: &mut [Out])
 );
-super::simd::multiversion!(
+crate::isa::multiversion!(
     input_grad_plane,
     input_grad_plane_body,
     (taps: &[usize], step: usize, ow: usize, wc: &[f32], dyp: &[f32], buf: &mut [f32])
 );
-super::simd::multiversion!(
+crate::isa::multiversion!(
     weight_grad_plane,
     weight_grad_plane_body,
     (taps: &[usize], step: usize, bw: usize, dyp: &[f32], buf: &[f32], acc: &mut [f32])
@@ -411,7 +411,7 @@ super::simd::multiversion!(
 /// registers, where the scatter of [`input_grad_plane`] reads and writes its buffer at every tap
 /// (it took 4× the forward's time for the same work). `None` for other strides or paddings
 /// wider than `k − 1`.
-fn as_forward(g: &Geometry, w: &[f32]) -> Option<(Geometry, Vec<f32>)> {
+pub(crate) fn as_forward(g: &Geometry, w: &[f32]) -> Option<(Geometry, Vec<f32>)> {
     let k = g.kernel;
     // The bottom/right padding from the output size (stride 1).
     let bottom = (g.out_height + k - 1).checked_sub(g.height + g.pad_top)?;

@@ -8,14 +8,16 @@
 //! conv+activation); burn 0.22.1 has no graph-level fusion on its CPU backend, so the model
 //! calls these directly when [`crate::fused_inference`] says they apply.
 
+use super::activation::{self, Act};
 use super::flex::{contiguous, new_tensor, pw_dims, slice};
+use super::layout::{channels_last_strides, channels_last_tensor};
 use super::pointwise::{dense, row_major, transposed};
-use super::simd::{self, Act};
+use super::simd;
 use super::{channels_last, depthwise, pointwise};
 use burn::backend::Flex;
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
-use burn::tensor::{Bytes, DType, Shape};
+use burn::tensor::Shape;
 use rayon::prelude::*;
 
 /// The contiguous Flex primitive of a non-autodiff f32 tensor.
@@ -37,21 +39,8 @@ pub fn tensor<const D: usize>(t: FlexTensor) -> Tensor<D> {
 /// `x`'s elements in channels-last order, as a contiguous `[n, h, w, c]` tensor: the same
 /// storage when the small-map kernels produced `x` (see [`channels_last_tensor`]), a transposed
 /// copy otherwise.
-fn channels_last(x: FlexTensor) -> FlexTensor {
+fn nhwc_rows(x: FlexTensor) -> FlexTensor {
     contiguous(x.permute(&[0, 2, 3, 1]))
-}
-
-/// Channels-last data (`[n, h, w, c]` in memory) as a tensor of the logical shape `[n, c, h, w]`
-/// with permuted strides, as `x.permute([0, 3, 1, 2])` would give: burn's own ops read it
-/// correctly wherever it goes, and the next small-map kernel takes the storage as it is.
-fn channels_last_tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    let layout = Layout::new(Shape::from(shape), channels_last_strides(shape), 0);
-    FlexTensor::new(Bytes::from_elems(data), layout, DType::F32)
-}
-
-/// The strides of a channels-last tensor of logical shape `[n, c, h, w]`.
-fn channels_last_strides([_, c, h, w]: [usize; 4]) -> Vec<isize> {
-    vec![(h * w * c) as isize, 1, (w * c) as isize, c as isize]
 }
 
 /// `act(scale ⊙ conv1×1(gates ⊙ x) + shift) + residual`, channels-last out (see
@@ -70,7 +59,7 @@ pub fn pointwise_affine(
     if let Some(r) = &residual {
         assert_eq!(r.layout().shape(), &Shape::from(out), "residual shape");
     }
-    let (x, residual) = (channels_last(x), residual.map(channels_last));
+    let (x, residual) = (nhwc_rows(x), residual.map(nhwc_rows));
     let y = channels_last::pointwise_affine(&d, slice(&x), slice(&w), bn, act, gates, residual.as_ref().map(slice));
     channels_last_tensor(y, out)
 }
@@ -79,7 +68,7 @@ pub fn pointwise_affine(
 /// (see [`channels_last::mbconv`]).
 pub fn mbconv(x: FlexTensor, block: &channels_last::Block) -> FlexTensor {
     let d = x.layout().shape().clone();
-    let x = channels_last(x);
+    let x = nhwc_rows(x);
     let (y, shape) = channels_last::mbconv(slice(&x), [d[0], d[1], d[2], d[3]], block);
     channels_last_tensor(y, shape)
 }
@@ -95,7 +84,7 @@ pub fn pool_linear(x: FlexTensor, w: FlexTensor, bias: Option<FlexTensor>) -> Fl
     let classes = w.layout().shape()[1];
     assert_eq!(w.layout().shape()[0], c, "classifier input width");
     let channels_last_order = x.layout().strides() == channels_last_strides([n, c, d[2], d[3]]);
-    let x = if channels_last_order { channels_last(x) } else { contiguous(x) };
+    let x = if channels_last_order { nhwc_rows(x) } else { contiguous(x) };
     let xs = slice(&x);
     let mut pooled = vec![0.0f32; n * c];
     let inv = 1.0 / plane as f32;
@@ -216,9 +205,9 @@ pub fn se_gates(
     assert!(means.len().is_multiple_of(channels));
     let n = means.len() / channels;
     let mut hidden = dense(means, n, channels, transposed(w1, r, channels), b1);
-    simd::affine_act(&mut hidden, 1.0, 0.0, act);
+    activation::affine_act(&mut hidden, 1.0, 0.0, act);
     let mut gates = dense(&hidden, n, r, transposed(w2, channels, r), b2);
-    simd::sigmoid_in_place(&mut gates);
+    activation::sigmoid_in_place(&mut gates);
     gates
 }
 

@@ -3,10 +3,10 @@
 //! each taking the layer as plain parts (conv weights, BatchNorm folded to scale and shift,
 //! activation) so that the kernels know nothing of the model's modules.
 
+use crate::activation::Act;
 use crate::flex::slice;
 use crate::ops::{fast_path, is_dense, is_depthwise, is_pointwise, paddings};
 use crate::selection::{Kernel, is_enabled};
-use crate::simd::Act;
 use crate::{channels_last, fused};
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;

@@ -36,6 +36,31 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// `x` stored channels-last on the fast path when that kernel family is on (the training path's
+/// blocks then run their channels-last kernels, see `layout.rs`); `x` itself otherwise.
+pub fn channels_last(x: Tensor<4>) -> Tensor<4> {
+    if use_kernel(Kernel::ChannelsLast, &x) {
+        Tensor::from_dispatch(<Dispatch as EffnetKernels>::channels_last(x.into_dispatch()))
+    } else {
+        x
+    }
+}
+
+/// A residual block's end, `y·s + x` with per-sample scales `s` `[n, 1, 1, 1]` (stochastic
+/// depth's mask; `None`: none), in `y`'s memory order on the fast path (see `layout.rs`);
+/// burn's ops elsewhere.
+pub fn residual(y: Tensor<4>, x: Tensor<4>, scale: Option<Tensor<4>>) -> Tensor<4> {
+    if use_kernel(Kernel::ChannelsLast, &y) {
+        let s = scale.unwrap_or_else(|| Tensor::ones([y.dims()[0], 1, 1, 1], &y.device()));
+        let s = s.into_dispatch();
+        return Tensor::from_dispatch(<Dispatch as EffnetKernels>::residual(y.into_dispatch(), x.into_dispatch(), s));
+    }
+    match scale {
+        Some(s) => y * s + x,
+        None => y + x,
+    }
+}
+
 /// `1 / (1 + e^−x)`.
 pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if use_kernel(Kernel::Activation, &x) {

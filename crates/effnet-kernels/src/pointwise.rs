@@ -226,12 +226,75 @@ pub fn backward(
     (dx, dw)
 }
 
+/// `Y = X · Wᵀ` on channels-last rows (`X` `[n·h·w, c_in]`, `Y` `[n·h·w, c_out]`): the register
+/// tile (or the `gemm` crate) over blocks of rows of the whole batch (training on channels-last
+/// data: every pixel of the batch in one product, where NCHW runs one GEMM per sample).
+pub fn rows_forward(d: &Dims, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (ones, zeros) = (vec![1.0f32; d.cout], vec![0.0f32; d.cout]);
+    crate::channels_last::pointwise_affine(d, x, w, (&ones, &zeros), crate::Act::Identity, None, None)
+}
+
+/// The gradients of [`rows_forward`]: `dX = dY · W` (the same product with the transposed
+/// weights) and `dW = dYᵀ · X` (one GEMM whose inner dimension is every pixel of the batch).
+pub fn rows_backward(
+    d: &Dims,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let m = d.batch * d.plane;
+    assert!(x.len() == m * d.cin && dy.len() == m * d.cout && w.len() == d.cout * d.cin);
+    let dx = want_dx.then(|| {
+        let mut wt = vec![0.0f32; d.cin * d.cout];
+        for (o, row) in w.chunks_exact(d.cin).enumerate() {
+            row.iter().enumerate().for_each(|(i, &v)| wt[i * d.cout + o] = v);
+        }
+        rows_forward(&Dims { cin: d.cout, cout: d.cin, ..*d }, dy, &wt)
+    });
+    let dw = want_dw.then(|| {
+        // SAFETY: a non-accumulating GEMM writes all c_out × c_in outputs.
+        unsafe {
+            filled(d.cout * d.cin, |dw| {
+                matmul(
+                    dw,
+                    false,
+                    (d.cout, d.cin, m),
+                    transposed(dy, m, d.cout),
+                    row_major(x, m, d.cin),
+                    rayon::current_num_threads(),
+                )
+            })
+        }
+    });
+    (dx, dw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         crate::test_values(n, seed, 0.0)
+    }
+
+    #[test]
+    fn channels_last_rows_equal_the_nchw_products() {
+        for d in [Dims { batch: 3, cin: 24, cout: 40, plane: 10 }, Dims { batch: 2, cin: 7, cout: 5, plane: 1 }] {
+            let x = values(d.batch * d.cin * d.plane, 1);
+            let w = values(d.cout * d.cin, 2);
+            let dy = values(d.batch * d.cout * d.plane, 3);
+            let y = forward(&d, &x, &w);
+            let (dx, dw) = backward(&d, &x, &w, &dy, true, true);
+            let nhwc = |v: &[f32], c| crate::channels_last::to_channels_last(v, d.batch, c, d.plane);
+            let yr = rows_forward(&d, &nhwc(&x, d.cin), &w);
+            let (dxr, dwr) = rows_backward(&d, &nhwc(&x, d.cin), &w, &nhwc(&dy, d.cout), true, true);
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| (p - q).abs() <= 1e-4 * q.abs().max(1.0));
+            assert!(close(&yr, &nhwc(&y, d.cout)), "{d:?} y");
+            assert!(close(&dxr.unwrap(), &nhwc(&dx.unwrap(), d.cin)), "{d:?} dx");
+            assert!(close(&dwr.unwrap(), &dw.unwrap()), "{d:?} dw");
+        }
     }
 
     #[test]

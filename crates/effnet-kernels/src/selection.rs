@@ -20,16 +20,19 @@ pub enum Kernel {
     /// Inference only: BN folded into the 1×1/depthwise conv outputs with the activation,
     /// SE's squeeze/rescale and the residual add fused in (see `fused.rs`).
     Fused = 32,
+    /// Training: the blocks on channels-last activations (see `layout.rs`, `channels_last/`).
+    ChannelsLast = 64,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 7] = [
         Kernel::Activation,
         Kernel::Depthwise,
         Kernel::BatchNorm,
         Kernel::Pointwise,
         Kernel::ChannelScale,
         Kernel::Fused,
+        Kernel::ChannelsLast,
     ];
 
     fn name(self) -> &'static str {
@@ -40,19 +43,20 @@ impl Kernel {
             Kernel::Pointwise => "pointwise",
             Kernel::ChannelScale => "scale",
             Kernel::Fused => "fused",
+            Kernel::ChannelsLast => "channels-last",
         }
     }
 }
 
 /// A set of kernel families: `all`, `burn` (none: burn's own ops everywhere) or a
-/// comma-separated list of `activation`, `depthwise`, `batchnorm`, `pointwise`, `scale`, `fused`
-/// (see [`FromStr`]).
+/// comma-separated list of `activation`, `depthwise`, `batchnorm`, `pointwise`, `scale`, `fused`,
+/// `channels-last` (see [`FromStr`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelSelection(u8);
 
 impl KernelSelection {
     /// Every kernel (the default).
-    pub const ALL: KernelSelection = KernelSelection(1 | 2 | 4 | 8 | 16 | 32);
+    pub const ALL: KernelSelection = KernelSelection(1 | 2 | 4 | 8 | 16 | 32 | 64);
     /// None: burn's own ops everywhere.
     pub const NONE: KernelSelection = KernelSelection(0);
 
@@ -83,7 +87,7 @@ impl FromStr for KernelSelection {
                 .split(',')
                 .map(|name| {
                     Kernel::ALL.into_iter().find(|k| k.name() == name.trim()).ok_or_else(|| {
-                        format!("unknown kernel `{name}` (expected all, burn, or a list of activation, depthwise, batchnorm, pointwise, scale, fused)")
+                        format!("unknown kernel `{name}` (expected all, burn, or a list of activation, depthwise, batchnorm, pointwise, scale, fused, channels-last)")
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()

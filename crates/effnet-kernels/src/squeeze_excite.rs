@@ -1,4 +1,4 @@
-//! Squeeze-excitation as one differentiable op on contiguous NCHW `f32` slices:
+//! Squeeze-excitation as one differentiable op on contiguous NCHW (or channels-last) `f32` slices:
 //! `y = x · sigmoid(W₂ · act(W₁ · mean(x) + b₁) + b₂)` per (sample, channel) plane, with
 //! `W₁` `[r, c]` and `W₂` `[c, r]` (the two 1×1 convs on the squeezed map).
 //!
@@ -10,17 +10,20 @@
 //! `x` once and writes the input gradient over the output gradient; the small products in
 //! between are GEMMs over the batch.
 
+use super::activation::{self, Act};
 use super::pointwise::{matmul, row_major, transposed};
-use super::simd::{self, Act, filled};
+use super::simd::{self, filled};
 use rayon::prelude::*;
 
-/// `[n, c, h·w]` of the input and the bottleneck width `r`.
+/// `[n, c, h·w]` of the input, the bottleneck width `r`, and whether the input (and output)
+/// are channels-last (`[n, h·w, c]` in memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dims {
     pub batch: usize,
     pub channels: usize,
     pub plane: usize,
     pub reduced: usize,
+    pub channels_last: bool,
 }
 
 impl Dims {
@@ -70,19 +73,35 @@ fn affine_rows(x: &[f32], rows: usize, k: usize, w: &[f32], bias: &[f32]) -> Vec
 pub fn forward(d: &Dims, x: &[f32], w: &Weights) -> (Vec<f32>, Saved) {
     let (n, c, r, plane) = (d.batch, d.channels, d.reduced, d.plane);
     assert!(x.len() == n * c * plane && w.reduce.0.len() == r * c && w.expand.0.len() == c * r);
-    let means: Vec<f32> =
-        x.par_chunks(plane).with_min_len(d.min_planes()).map(|p| simd::sum(p) / plane as f32).collect();
+    let means: Vec<f32> = if d.channels_last {
+        let mut m = vec![0.0f32; n * c];
+        m.par_chunks_mut(c).zip(x.par_chunks(plane * c)).for_each(|(m, xn)| {
+            xn.chunks_exact(c).for_each(|row| simd::add_to(m, row));
+            m.iter_mut().for_each(|v| *v /= plane as f32);
+        });
+        m
+    } else {
+        x.par_chunks(plane).with_min_len(d.min_planes()).map(|p| simd::sum(p) / plane as f32).collect()
+    };
     let pre = affine_rows(&means, n, c, w.reduce.0, w.reduce.1);
     let mut hidden = pre.clone();
-    simd::affine_act(&mut hidden, 1.0, 0.0, w.act);
+    activation::affine_act(&mut hidden, 1.0, 0.0, w.act);
     let mut gates = affine_rows(&hidden, n, r, w.expand.0, w.expand.1);
-    simd::sigmoid_in_place(&mut gates);
-    // SAFETY: the planes cover the output and each writes all of its plane.
+    activation::sigmoid_in_place(&mut gates);
+    // SAFETY: the planes (samples, channels-last) cover the output, each written whole.
     let y = unsafe {
         filled(x.len(), |y| {
-            y.par_chunks_mut(plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, o)| {
-                simd::affine_into(&x[p * plane..][..plane], o, gates[p], 0.0);
-            })
+            if d.channels_last {
+                let zeros = vec![0.0f32; c];
+                y.par_chunks_mut(plane * c)
+                    .zip(x.par_chunks(plane * c))
+                    .zip(gates.par_chunks(c))
+                    .for_each(|((o, xn), gn)| activation::affine_act_rows_into(xn, o, gn, &zeros, Act::Identity));
+            } else {
+                y.par_chunks_mut(plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, o)| {
+                    simd::affine_into(&x[p * plane..][..plane], o, gates[p], 0.0);
+                })
+            }
         })
     };
     (y, Saved { means, pre, hidden, gates })
@@ -123,22 +142,40 @@ pub fn backward(d: &Dims, x: &[f32], w: &Weights, saved: &Saved, grad: &mut [f32
     assert!(grad.len() == x.len() && x.len() == n * c * plane);
     let Saved { means, pre, hidden, gates } = saved;
     // d gate[p] = Σ over the plane of grad·x, then through the sigmoid.
-    let dz: Vec<f32> = grad
-        .par_chunks(plane)
-        .zip(x.par_chunks(plane))
-        .with_min_len(d.min_planes())
-        .zip(gates.par_iter())
-        .map(|((g, xp), &s)| simd::dot_simd(g, xp) * s * (1.0 - s))
-        .collect();
+    let dz: Vec<f32> = if d.channels_last {
+        let mut dz = vec![0.0f32; n * c];
+        dz.par_chunks_mut(c)
+            .zip(grad.par_chunks(plane * c).zip(x.par_chunks(plane * c)))
+            .zip(gates.par_chunks(c))
+            .for_each(|((dz, (gn, xn)), sn)| {
+                gn.chunks_exact(c).zip(xn.chunks_exact(c)).for_each(|(g, x)| simd::mul_add_to(dz, g, x));
+                dz.iter_mut().zip(sn).for_each(|(v, &s)| *v *= s * (1.0 - s));
+            });
+        dz
+    } else {
+        grad.par_chunks(plane)
+            .zip(x.par_chunks(plane))
+            .with_min_len(d.min_planes())
+            .zip(gates.par_iter())
+            .map(|((g, xp), &s)| simd::dot_simd(g, xp) * s * (1.0 - s))
+            .collect()
+    };
     let expand = (product(c, r, n, transposed(&dz, n, c), row_major(hidden, n, r)), column_sums(&dz, c));
     let dh = product(n, r, c, row_major(&dz, n, c), row_major(w.expand.0, c, r));
     let dpre: Vec<f32> = dh.iter().zip(pre).map(|(&g, &v)| g * act_grad(w.act, v)).collect();
     let reduce = (product(r, c, n, transposed(&dpre, n, r), row_major(means, n, c)), column_sums(&dpre, r));
     let dmean = product(n, c, r, row_major(&dpre, n, r), row_major(w.reduce.0, r, c));
     // dx = grad·gate + dmean / (h·w), the mean's gradient spread over its plane.
-    grad.par_chunks_mut(plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, g)| {
-        simd::affine_act(g, gates[p], dmean[p] / plane as f32, Act::Identity);
-    });
+    if d.channels_last {
+        grad.par_chunks_mut(plane * c).zip(gates.par_chunks(c)).zip(dmean.par_chunks(c)).for_each(|((g, a), dm)| {
+            let b: Vec<f32> = dm.iter().map(|v| v / plane as f32).collect();
+            activation::affine_act_rows(g, a, &b, Act::Identity);
+        });
+    } else {
+        grad.par_chunks_mut(plane).with_min_len(d.min_planes()).enumerate().for_each(|(p, g)| {
+            activation::affine_act(g, gates[p], dmean[p] / plane as f32, Act::Identity);
+        });
+    }
     WeightGrads { reduce, expand }
 }
 
@@ -149,17 +186,28 @@ mod tests {
     #[test]
     fn forward_and_backward_match_f64_definitions() {
         for (act, d) in [
-            (Act::Silu, Dims { batch: 3, channels: 5, plane: 7 * 6, reduced: 2 }),
-            (Act::Relu6, Dims { batch: 2, channels: 4, plane: 1, reduced: 3 }),
+            (Act::Silu, Dims { batch: 3, channels: 5, plane: 7 * 6, reduced: 2, channels_last: false }),
+            (Act::Relu6, Dims { batch: 2, channels: 4, plane: 1, reduced: 3, channels_last: false }),
+            (Act::Silu, Dims { batch: 3, channels: 21, plane: 3 * 5, reduced: 2, channels_last: true }),
+            (Act::Silu, Dims { batch: 2, channels: 40, plane: 4, reduced: 5, channels_last: true }),
         ] {
             let (n, c, r, plane) = (d.batch, d.channels, d.reduced, d.plane);
             let v = |len, seed| crate::test_values(len, seed, 0.0).into_iter().map(|v| 3.0 * v).collect::<Vec<f32>>();
             let (x, dy) = (v(n * c * plane, 1), v(n * c * plane, 2));
             let (w1, b1, w2, b2) = (v(r * c, 3), v(r, 4), v(c * r, 5), v(c, 6));
             let w = Weights { reduce: (&w1, &b1), expand: (&w2, &b2), act };
-            let (y, saved) = forward(&d, &x, &w);
-            let mut dx = dy.clone();
-            let g = backward(&d, &x, &w, &saved, &mut dx);
+            // Channels-last cases run on transposed copies, their outputs transposed back.
+            let to = |a: &[f32]| {
+                if d.channels_last { crate::channels_last::to_channels_last(a, n, c, plane) } else { a.to_vec() }
+            };
+            let back = |a: &[f32]| {
+                if d.channels_last { crate::channels_last::to_channels_first(a, n, c, plane) } else { a.to_vec() }
+            };
+            let xs = to(&x);
+            let (y, saved) = forward(&d, &xs, &w);
+            let mut dx = to(&dy);
+            let g = backward(&d, &xs, &w, &saved, &mut dx);
+            let (y, dx) = (back(&y), back(&dx));
             // The definition in f64, and its gradients by central differences of the loss
             // Σ dy·y (the op is smooth away from ReLU6's kinks, which these values avoid).
             let f64s = |a: &[f32]| a.iter().map(|&v| v as f64).collect::<Vec<f64>>();

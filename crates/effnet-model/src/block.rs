@@ -46,7 +46,7 @@ impl MbConv {
             y = se.forward(y);
         }
         y = self.project.forward(y);
-        if self.residual { self.drop_path.forward(y) + x } else { y }
+        if self.residual { self.drop_path.add_to(y, x) } else { y }
     }
 
     /// Inference through the fused kernels (the caller checked [`kernels::fused_inference`]):

@@ -177,14 +177,28 @@ impl DropPath {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self.scales(&x) {
+            Some(mask) => x * mask,
+            None => x,
+        }
+    }
+
+    /// The residual's end: `shortcut + forward(x)`, in `x`'s memory order on effnet's kernels.
+    pub fn add_to(&self, x: Tensor<4>, shortcut: Tensor<4>) -> Tensor<4> {
+        let scales = self.scales(&x);
+        kernels::residual(x, shortcut, scales)
+    }
+
+    /// Each sample's scale, `[batch, 1, 1, 1]`: 0 (dropped) or `1 / keep`, in `x`'s dtype; `None`
+    /// when nothing is dropped (inference, rate 0).
+    fn scales(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
         if self.rate <= 0.0 || !self.training.is_enabled() || !x.device().is_autodiff() {
-            return x;
+            return None;
         }
         let keep = 1.0 - self.rate;
         let [b, _, _, _] = x.dims();
         let mask = Tensor::<4>::random([b, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
         // In the activations' dtype (bf16/f16 under autocast).
-        let mask = crate::mixed::cast_to(mask.div_scalar(keep), crate::mixed::dtype_of(&x));
-        x * mask
+        Some(crate::mixed::cast_to(mask.div_scalar(keep), crate::mixed::dtype_of(x)))
     }
 }

@@ -17,6 +17,10 @@ pub mod weights;
 use effnet_kernels as kernels;
 
 pub use block::MbConv;
+/// The instruction set the CPU kernels run (`"avx512" | "avx2" | "neon" | "scalar"`), chosen once
+/// per process: the best the CPU has, or `EFFNET_SIMD` (checked with [`isa_from_env`]).
+pub use effnet_kernels::isa::{Isa, isa_from_env, selected as selected_isa};
+pub use effnet_kernels::run_kernels_on_this_thread;
 /// Which of effnet-kernels' CPU kernel families run (the cli's `--kernels`, `EFFNET_KERNELS`):
 /// a setting handed down through [`set_kernel_selection`].
 pub use effnet_kernels::{Kernel, KernelSelection, kernel_selection, set_kernel_selection};

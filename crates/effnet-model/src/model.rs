@@ -130,7 +130,10 @@ impl EfficientNet {
     fn backbone(&self, x: Tensor<4>, mut tap: impl FnMut(usize, &Tensor<4>)) -> (Tensor<4>, bool) {
         let x = self.autocast_input(x);
         let fused = crate::kernels::fused_inference(&x);
-        let mut x = if fused { self.stem.forward_fused(x) } else { self.stem.forward(x) };
+        // The generic path's blocks run channels-last on Flex (their kernels follow the input's
+        // memory order); the fused path keeps its own order.
+        let mut x =
+            if fused { self.stem.forward_fused(x) } else { crate::kernels::channels_last(self.stem.forward(x)) };
         for (i, b) in self.blocks.iter().enumerate() {
             x = if fused { b.forward_fused(x) } else { b.forward(x) };
             tap(i, &x);

@@ -1,11 +1,12 @@
 //! A whole EfficientNet training step (logits and every parameter gradient) with effnet's
-//! Flex kernels on and off. Alone in this binary: it flips the process-wide switch.
+//! Flex kernels on (channels-last blocks, the default; and NCHW) and off. Alone in this binary:
+//! it flips the process-wide switch.
 
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use effnet_config::ModelConfig;
-use effnet_model::{EfficientNet, KernelSelection, set_kernel_selection};
+use effnet_model::{EfficientNet, Kernel, KernelSelection, set_kernel_selection};
 
 fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     (a - b).abs().max().into_scalar::<f32>()
@@ -20,8 +21,8 @@ fn efficientnet_training_step_is_the_same_with_and_without_kernels() {
     let arch = toml::from_str::<ModelConfig>(text).unwrap().architecture().unwrap();
     let model = EfficientNet::new(&arch, &device);
     let labels = Tensor::<1, Int>::from_ints([0, 3, 6, 2, 1, 5, 4, 0], &device);
-    let step = |on: bool, x: &Tensor<4>| {
-        set_kernel_selection(if on { KernelSelection::ALL } else { KernelSelection::NONE });
+    let step = |selection: KernelSelection, x: &Tensor<4>| {
+        set_kernel_selection(selection);
         let logits = model.forward(x.clone());
         let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(&device).forward(logits.clone(), labels.clone());
         let grads = loss.backward();
@@ -29,13 +30,16 @@ fn efficientnet_training_step_is_the_same_with_and_without_kernels() {
     };
     // 45×41: odd sizes, asymmetric padding; 30×30: maps down to 1×1, where 5×5 taps fall off.
     // A batch of 8: BatchNorm over 4 values per channel (1×1 maps) amplifies float noise ~10×.
-    for [h, w] in [[45, 41], [30, 30]] {
+    let nchw = KernelSelection::of(&Kernel::ALL.into_iter().filter(|k| *k != Kernel::ChannelsLast).collect::<Vec<_>>());
+    for ([h, w], selection) in
+        [([45, 41], KernelSelection::ALL), ([30, 30], KernelSelection::ALL), ([45, 41], nchw), ([30, 30], nchw)]
+    {
         let x = Tensor::<4>::random([8, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let (la, ga) = step(true, &x);
-        let (lb, gb) = step(false, &x);
+        let (la, ga) = step(selection, &x);
+        let (lb, gb) = step(KernelSelection::NONE, &x);
         set_kernel_selection(KernelSelection::ALL);
         let d = max_diff(la, lb);
-        assert!(d < 1e-4, "{h}×{w}: logits differ by {d}");
+        assert!(d < 1e-4, "{h}×{w} {selection:?}: logits differ by {d}");
         // Every parameter's gradient, relative to its size.
         let mut checked = 0;
         let mut worst = 0.0f32;
@@ -59,6 +63,9 @@ fn efficientnet_training_step_is_the_same_with_and_without_kernels() {
         }
         model.visit(&mut Visitor { a: &ga, b: &gb, worst: &mut worst, checked: &mut checked });
         assert!(checked > 50, "only {checked} gradients compared");
-        assert!(worst < 1e-3, "{h}×{w}: a parameter gradient differs by {worst} relative to its largest entry");
+        assert!(
+            worst < 1e-3,
+            "{h}×{w} {selection:?}: a parameter gradient differs by {worst} relative to its largest entry"
+        );
     }
 }

@@ -58,6 +58,8 @@ pub struct BenchResult {
     pub step_s: Vec<f64>,
     /// The process's peak resident set (VmHWM), MB.
     pub peak_rss_mb: f64,
+    /// The instruction set effnet's CPU kernels ran: `avx512`, `avx2`, `neon` or `scalar`.
+    pub simd: &'static str,
 }
 
 /// Runs `spec` on `device` (a plain device; training adds autodiff itself).
@@ -123,6 +125,7 @@ pub fn run(spec: &BenchSpec, device: &Device, impl_name: &str) -> BenchResult {
         median_step_s: median,
         step_s,
         peak_rss_mb: peak_rss_mb().unwrap_or(f64::NAN),
+        simd: effnet_model::selected_isa().name(),
     }
 }
 

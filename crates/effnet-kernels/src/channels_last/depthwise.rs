@@ -1,16 +1,14 @@
 //! Inference depthwise conv on channels-last data, BatchNorm, the activation and SE's squeeze
-//! fused in: each output pixel's channels are accumulated in registers a block of [`LANES`] at a
-//! time over the taps that fall inside the image, finished (affine, activation) before they are
+//! fused in: each output pixel's channels are accumulated in registers two vectors at a time
+//! over the taps that fall inside the image, finished (affine, activation) before they are
 //! stored, and summed into the squeeze while they are in registers. One pass over the output,
-//! no zeroing, no per-plane padding.
+//! no zeroing, no per-plane padding. Written once on the portable SIMD layer (`isa`).
 
+use crate::activation::{self, Act};
 use crate::depthwise::Geometry;
-use crate::simd::{self, Act, Out, filled};
+use crate::isa::{Simd, simd_fn};
+use crate::simd::{Out, filled};
 use rayon::prelude::*;
-
-/// Channels per register block: two AVX2 vectors. B0–B7's depthwise widths are multiples of 16;
-/// other widths finish channel by channel.
-const LANES: usize = 16;
 
 /// Output rows per parallel task at least; a sample's rows are split further when the batch
 /// is smaller than the thread count (batch-1 inference still uses every core).
@@ -42,7 +40,7 @@ pub(super) fn tap_major(w: &[f32], c: usize, kk: usize) -> Vec<f32> {
 /// The taps inside the image along one axis for output index `o`: kernel indices `lo .. hi`
 /// and the input index of tap 0 (negative inside the padding).
 #[inline(always)]
-fn span(o: usize, stride: usize, pad: usize, size: usize, k: usize) -> ((usize, usize), isize) {
+pub(super) fn span(o: usize, stride: usize, pad: usize, size: usize, k: usize) -> ((usize, usize), isize) {
     let start = (o * stride) as isize - pad as isize;
     let lo = (-start).max(0) as usize;
     let hi = k.min((size as isize - start).max(0) as usize);
@@ -50,37 +48,20 @@ fn span(o: usize, stride: usize, pad: usize, size: usize, k: usize) -> ((usize, 
 }
 
 /// Output row `oh`'s sums over the taps inside the image, unfinished: every element of `out`
-/// (`out_width · c`) written. Portable version, channel by channel.
-fn taps_row_portable(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mut [Out]) {
-    let (c, k, s) = (g.channels, g.kernel, g.stride);
-    let (rows, ih0) = span(oh, s, g.pad_top, g.height, k);
-    for (ow, px) in out.chunks_exact_mut(c).enumerate() {
-        let (cols, iw0) = span(ow, s, g.pad_left, g.width, k);
-        tail_channels(g, x, wt, (ih0, rows), (iw0, cols), 0, px);
-    }
-}
-
-/// [`taps_row_portable`] with the channels in blocks of 16 held in two AVX2 registers across
-/// the taps (written with intrinsics: as a `[f32; 16]` array LLVM kept the sums on the stack and
-/// stored them back at every tap). Also the kernel on AVX-512 CPUs.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn taps_row_avx2(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mut [Out]) {
-    use std::arch::x86_64::*;
-    let (c, k, s) = (g.channels, g.kernel, g.stride);
-    let full = c / LANES * LANES;
+/// (`out_width · c`) written. Channels in blocks of two vectors held in registers across the
+/// taps, then single vectors, the last one partial.
+#[inline(always)]
+fn taps_row_body<S: Simd>(s: S, g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mut [Out]) {
+    let (c, k, st, l) = (g.channels, g.kernel, g.stride, S::LANES);
     assert!(x.len() >= g.height * g.width * c && wt.len() >= k * k * c && out.len() == g.out_width * c);
-    let (rows, ih0) = span(oh, s, g.pad_top, g.height, k);
+    let (rows, ih0) = span(oh, st, g.pad_top, g.height, k);
     let mut ow = 0;
     while ow < g.out_width {
-        let (cols, iw0) = span(ow, s, g.pad_left, g.width, k);
+        let (cols, iw0) = span(ow, st, g.pad_left, g.width, k);
         // Four or two neighbours whose taps all lie inside the row: independent add chains and
         // each weight load used by every pixel (one pixel at a time was bound by its chain's
         // latency, two by the loads).
-        let inside = |n: usize| ow + n <= g.out_width && span(ow + n - 1, s, g.pad_left, g.width, k).0 == (0, k);
+        let inside = |n: usize| ow + n <= g.out_width && span(ow + n - 1, st, g.pad_left, g.width, k).0 == (0, k);
         let px = if cols != (0, k) {
             1
         } else if inside(4) {
@@ -90,122 +71,102 @@ unsafe fn taps_row_avx2(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mu
         } else {
             1
         };
-        if px > 1 {
-            let at = |ih: usize| (ih * g.width) as isize * c as isize + iw0 * c as isize;
-            for cb in (0..full).step_by(LANES) {
-                // SAFETY: every tap of the px pixels is inside the image and cb + 16 ≤ c (the
-                // spans above); the outputs are pixels ow .. ow + px of `out`.
-                unsafe {
-                    let xp = x.as_ptr().offset(at(0)).add(cb);
-                    let (w, o) = (wt.as_ptr().add(cb), out.as_mut_ptr().add(ow * c + cb).cast::<f32>());
-                    let steps = (g.width * c, s * c, c);
-                    match (k, px) {
-                        (3, 4) => run::<3, 4>(3, xp, w, (ih0, rows), steps, o),
-                        (3, _) => run::<3, 2>(3, xp, w, (ih0, rows), steps, o),
-                        (5, 4) => run::<5, 4>(5, xp, w, (ih0, rows), steps, o),
-                        (5, _) => run::<5, 2>(5, xp, w, (ih0, rows), steps, o),
-                        (_, 4) => run::<0, 4>(k, xp, w, (ih0, rows), steps, o),
-                        _ => run::<0, 2>(k, xp, w, (ih0, rows), steps, o),
-                    }
+        let at = Taps { k, rows, ih0, cols, iw0, row: g.width * c, pixel: st * c, c };
+        // SAFETY (every `run`): the taps of the px pixels are inside the image (the spans) and
+        // the channel block inside c; the outputs are pixels ow .. ow + px of `out`.
+        let o = out.as_mut_ptr().cast::<f32>();
+        let mut cb = 0;
+        unsafe {
+            while cb + 2 * l <= c {
+                match (k, px) {
+                    (3, 4) => run::<S, 3, 4, 2>(s, &at, x, wt, cb, l, o.add(ow * c)),
+                    (3, 2) => run::<S, 3, 2, 2>(s, &at, x, wt, cb, l, o.add(ow * c)),
+                    (5, 4) => run::<S, 5, 4, 2>(s, &at, x, wt, cb, l, o.add(ow * c)),
+                    (5, 2) => run::<S, 5, 2, 2>(s, &at, x, wt, cb, l, o.add(ow * c)),
+                    (_, 4) => run::<S, 0, 4, 2>(s, &at, x, wt, cb, l, o.add(ow * c)),
+                    (_, 2) => run::<S, 0, 2, 2>(s, &at, x, wt, cb, l, o.add(ow * c)),
+                    _ => run::<S, 0, 1, 2>(s, &at, x, wt, cb, l, o.add(ow * c)),
                 }
+                cb += 2 * l;
             }
-            for j in 0..px {
-                let (cols_j, iw_j) = span(ow + j, s, g.pad_left, g.width, k);
-                tail_channels(g, x, wt, (ih0, rows), (iw_j, cols_j), full, &mut out[(ow + j) * c..][..c]);
-            }
-            ow += px;
-            continue;
-        }
-        let px = &mut out[ow * c..][..c];
-        for cb in (0..full).step_by(LANES) {
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            for kh in rows.0..rows.1 {
-                let ih = (ih0 + kh as isize) as usize;
-                for kw in cols.0..cols.1 {
-                    let iw = (iw0 + kw as isize) as usize;
-                    // SAFETY: (ih, iw) is inside the image and cb + 16 ≤ c, so both 16-float
-                    // reads are inside `x` and `wt` (asserted sizes above).
-                    unsafe {
-                        let xp = x.as_ptr().add((ih * g.width + iw) * c + cb);
-                        let wp = wt.as_ptr().add((kh * k + kw) * c + cb);
-                        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wp), _mm256_loadu_ps(xp), a0);
-                        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(8)), _mm256_loadu_ps(xp.add(8)), a1);
-                    }
+            while cb < c {
+                let last = (c - cb).min(l);
+                match px {
+                    4 => run::<S, 0, 4, 1>(s, &at, x, wt, cb, last, o.add(ow * c)),
+                    2 => run::<S, 0, 2, 1>(s, &at, x, wt, cb, last, o.add(ow * c)),
+                    _ => run::<S, 0, 1, 1>(s, &at, x, wt, cb, last, o.add(ow * c)),
                 }
-            }
-            // SAFETY: channels cb .. cb + 16 of this pixel are inside `px`; `Out` is an f32.
-            unsafe {
-                let o = px.as_mut_ptr().add(cb).cast::<f32>();
-                _mm256_storeu_ps(o, a0);
-                _mm256_storeu_ps(o.add(8), a1);
+                cb += last;
             }
         }
-        tail_channels(g, x, wt, (ih0, rows), (iw0, cols), full, px);
-        ow += 1;
+        ow += px;
     }
 }
 
-/// One pixel's channels from `full` on, one at a time (those after the last whole 16-channel
-/// block, or all of them in the portable kernel).
-#[inline(always)]
-fn tail_channels(
-    g: &Geometry,
-    x: &[f32],
-    wt: &[f32],
-    (ih0, rows): (isize, (usize, usize)),
-    (iw0, cols): (isize, (usize, usize)),
-    full: usize,
-    px: &mut [Out],
-) {
-    let (c, k) = (g.channels, g.kernel);
-    for ch in full..c {
-        let mut acc = 0.0f32;
-        for kh in rows.0..rows.1 {
-            let ih = (ih0 + kh as isize) as usize;
-            for kw in cols.0..cols.1 {
-                let iw = (iw0 + kw as isize) as usize;
-                acc += wt[(kh * k + kw) * c + ch] * x[(ih * g.width + iw) * c + ch];
-            }
-        }
-        px[ch].write(acc);
-    }
-}
-
-/// `PX` neighbouring pixels' 16 channels over the taps of kernel rows `rows` and all `k`
-/// columns (`K = k` unrolls the tap loop; `K = 0` takes `k` as it comes): `x` points at input
-/// row 0, pixel 0's first tap column, the channel block; `steps` = (input row, output pixel's
-/// input, channel count) in floats (taps, output pixels and the weights' taps are `c` apart);
-/// `ih0` is the input row of kernel row 0. Each weight load serves all `PX` pixels: with four,
-/// a tap is 10 loads for 8 FMAs (two pixels: 6 for 4, bound by the loads).
+/// `lanes` floats at `p` (a whole vector when `lanes` is all of them), the rest zero.
 ///
 /// # Safety
-/// AVX2 and FMA; every tap read and the `PX` 16-float outputs at `o + j·pixel` valid.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn run<const K: usize, const PX: usize>(
+/// `lanes` floats readable at `p`.
+#[inline(always)]
+pub(super) unsafe fn load_lanes<S: Simd>(s: S, p: *const f32, lanes: usize) -> S::V {
+    // SAFETY: the caller's.
+    unsafe { if lanes == S::LANES { s.load(p) } else { s.load_partial(p, lanes) } }
+}
+
+simd_fn!(fn taps_row(g: &Geometry, x: &[f32], wt: &[f32], oh: usize, out: &mut [Out]) = taps_row_body);
+
+/// The taps of one output pixel (the first of a run): kernel rows `rows` from input row
+/// `ih0 + rows.0`, columns `cols` from `iw0 + cols.0`; strides in floats: an input row, the
+/// next output pixel's input, the channels (taps and pixels are `c` apart).
+struct Taps {
     k: usize,
-    x: *const f32,
-    w: *const f32,
-    (ih0, rows): (isize, (usize, usize)),
-    (row, pixel, c): (usize, usize, usize),
+    rows: (usize, usize),
+    ih0: isize,
+    cols: (usize, usize),
+    iw0: isize,
+    row: usize,
+    pixel: usize,
+    c: usize,
+}
+
+/// `PX` neighbouring pixels × `V` vectors of channels from `cb` (the last vector `last` lanes)
+/// over the taps of `t` (`K = k` unrolls the tap loop, all columns inside; `K = 0` takes the
+/// column range as it comes). Each weight load serves all `PX` pixels: with four, a tap is
+/// 10 loads for 8 FMAs on AVX2 (two pixels: 6 for 4, bound by the loads).
+///
+/// # Safety
+/// Every tap read and the `PX` outputs at `o + j·c + cb` valid.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run<S: Simd, const K: usize, const PX: usize, const V: usize>(
+    s: S,
+    t: &Taps,
+    x: &[f32],
+    wt: &[f32],
+    cb: usize,
+    last: usize,
     o: *mut f32,
 ) {
-    use std::arch::x86_64::*;
-    let k = if K == 0 { k } else { K };
-    let mut acc = [[_mm256_setzero_ps(); 2]; PX];
-    for kh in rows.0..rows.1 {
-        // SAFETY: the caller's.
-        unsafe {
-            let p = x.offset((ih0 + kh as isize) * row as isize);
-            let wk = w.add(kh * k * c);
-            for kw in 0..k {
-                let (wp, xp) = (wk.add(kw * c), p.add(kw * c));
-                let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
+    let l = S::LANES;
+    let (c0, c1) = if K == 0 { t.cols } else { (0, K) };
+    let mut acc = [[s.zero(); V]; PX];
+    for kh in t.rows.0..t.rows.1 {
+        let ih = (t.ih0 + kh as isize) as usize;
+        for kw in c0..c1 {
+            let iw = (t.iw0 + kw as isize) as usize;
+            // SAFETY: (ih, iw) is inside the image, the channels inside c (the caller's).
+            unsafe {
+                let xp = x.as_ptr().add(ih * t.row + iw * t.c + cb);
+                let wp = wt.as_ptr().add((kh * t.k + kw) * t.c + cb);
+                let mut w = [s.zero(); V];
+                for (v, w) in w.iter_mut().enumerate() {
+                    *w = load_lanes(s, wp.add(v * l), if v + 1 < V { l } else { last });
+                }
                 for (j, acc) in acc.iter_mut().enumerate() {
-                    let xj = xp.add(j * pixel);
-                    acc[0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xj), acc[0]);
-                    acc[1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xj.add(8)), acc[1]);
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        let xv = load_lanes(s, xp.add(j * t.pixel + v * l), if v + 1 < V { l } else { last });
+                        *a = s.fma(w[v], xv, *a);
+                    }
                 }
             }
         }
@@ -213,8 +174,10 @@ unsafe fn run<const K: usize, const PX: usize>(
     // SAFETY: the caller's.
     unsafe {
         for (j, acc) in acc.iter().enumerate() {
-            _mm256_storeu_ps(o.add(j * c), acc[0]);
-            _mm256_storeu_ps(o.add(j * c + 8), acc[1]);
+            for (v, &a) in acc.iter().enumerate() {
+                let p = o.add(j * t.c + cb + v * l);
+                if v + 1 < V || last == l { s.store(p, a) } else { s.store_partial(p, last, a) }
+            }
         }
     }
 }
@@ -226,22 +189,26 @@ unsafe fn run<const K: usize, const PX: usize>(
 /// while it is in L1 (finished per 16-channel block right after its taps, the exponential's
 /// long dependency chain stalled the taps of the next block).
 pub(super) fn rows(g: &Geometry, x: &[f32], wt: &[f32], f: Finish, oh0: usize, y: &mut [Out], sums: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
     for (r, row) in y.chunks_exact_mut(g.out_width * g.channels).enumerate() {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            unsafe { taps_row_avx2(g, x, wt, oh0 + r, row) };
-        } else {
-            taps_row_portable(g, x, wt, oh0 + r, row);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        taps_row_portable(g, x, wt, oh0 + r, row);
+        taps_row(g, x, wt, oh0 + r, row);
         // SAFETY: the taps wrote every element of the row.
         let row = unsafe { &mut *(row as *mut [Out] as *mut [f32]) };
-        simd::affine_act_rows_sum(row, f.scale, f.shift, f.act, sums);
+        activation::affine_act_rows_sum(row, f.scale, f.shift, f.act, sums);
     }
+}
+
+/// The depthwise conv alone on channels-last `x` (`[n, h, w, c]`), channels-last out (training:
+/// BatchNorm's statistics come after it). The weights are the usual `[c, 1, k, k]`.
+pub fn depthwise(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (c, kk) = (g.channels, g.kernel * g.kernel);
+    let ip = g.height * g.width;
+    assert!(x.len() == g.batch * c * ip && w.len() == c * kk);
+    let wt = tap_major(w, c, kk);
+    by_bands(g, rows_per_task(g), None, |n, oh0, y, _| {
+        for (r, row) in y.chunks_exact_mut(g.out_width * c).enumerate() {
+            taps_row(g, &x[n * ip * c..][..ip * c], &wt, oh0 + r, row);
+        }
+    })
 }
 
 /// `act(scale ⊙ depthwise(x) + shift)` on channels-last `x` (`[n, h, w, c]`), channels-last
@@ -302,46 +269,4 @@ pub(super) fn by_bands(
         }
     }
     y
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn portable_taps_equal_the_avx2_kernel() {
-        // The portable kernel runs only on CPUs without AVX2: compared here row by row, on
-        // padded borders, runs of four and two pixels and single ones, stride 2 and a channel
-        // tail, unrolled (3, 5) and generic (7) kernels.
-        for (shape, k, s, pads) in [
-            ([1, 40, 9, 11], 3, 1, [(1, 1), (1, 1)]),
-            ([1, 32, 12, 10], 5, 2, [(1, 2), (1, 2)]),
-            ([1, 17, 5, 6], 7, 1, [(3, 3), (3, 3)]),
-            ([1, 16, 8, 23], 5, 2, [(1, 2), (1, 2)]),
-            ([1, 24, 6, 20], 7, 1, [(3, 3), (3, 3)]),
-        ] {
-            let g = Geometry::new(shape, k, s, pads);
-            let c = g.channels;
-            let x = crate::test_values(g.height * g.width * c, 1, 0.0);
-            let wt = crate::test_values(k * k * c, 2, 0.0);
-            for oh in 0..g.out_height {
-                let row = |f: &dyn Fn(&mut [Out])| {
-                    let mut out = vec![Out::new(f32::NAN); g.out_width * c];
-                    f(&mut out);
-                    // SAFETY: both kernels write every element (NaN would remain otherwise).
-                    out.into_iter().map(|v| unsafe { v.assume_init() }).collect::<Vec<f32>>()
-                };
-                let portable = row(&|o| taps_row_portable(&g, &x, &wt, oh, o));
-                #[cfg(target_arch = "x86_64")]
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has AVX2 and FMA.
-                    let avx2 = row(&|o| unsafe { taps_row_avx2(&g, &x, &wt, oh, o) });
-                    for (i, (a, b)) in portable.iter().zip(&avx2).enumerate() {
-                        assert!((a - b).abs() <= 1e-5, "{g:?} row {oh} [{i}]: {a} vs {b}");
-                    }
-                }
-                assert!(portable.iter().all(|v| v.is_finite()), "{g:?} row {oh}");
-            }
-        }
-    }
 }

@@ -11,8 +11,8 @@
 
 use super::depthwise::{Finish, by_bands, rows, tap_major};
 use super::pointwise::{Weights, rows_affine};
+use crate::activation::Act;
 use crate::depthwise::Geometry;
-use crate::simd::Act;
 
 /// Expanded maps of at least this many floats per sample (512 KB: a core's L2 on the CPUs we
 /// measure) take the fused path; smaller ones stay in cache between the two layers anyway.

@@ -10,9 +10,9 @@
 use super::depthwise::depthwise_affine;
 use super::expand_depthwise::{Expand, expand_depthwise, expand_depthwise_applies};
 use super::pointwise::pointwise_affine;
+use crate::activation::Act;
 use crate::depthwise::Geometry;
 use crate::pointwise::Dims;
-use crate::simd::Act;
 
 /// The depthwise conv: `[c, 1, k, k]` weights, stride, padding `[(top, bottom), (left, right)]`,
 /// folded BatchNorm and activation.

@@ -12,12 +12,15 @@
 //! keep their logical `[n, c, h, w]` shape with permuted strides (see `fused.rs`), so burn's
 //! own ops still read them.
 
+pub(crate) mod batchnorm;
 mod depthwise;
+pub(crate) mod depthwise_grad;
 mod expand_depthwise;
 mod mbconv;
 mod pointwise;
 mod tile;
 
+pub(crate) use depthwise::depthwise;
 #[cfg(test)]
 pub(crate) use depthwise::depthwise_affine;
 pub use expand_depthwise::Expand;
@@ -48,9 +51,9 @@ pub(crate) fn to_channels_first(x: &[f32], n: usize, c: usize, p: usize) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activation::Act;
     use crate::depthwise::Geometry;
     use crate::pointwise::Dims;
-    use crate::simd::Act;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         crate::test_values(n, seed, 0.0)

@@ -4,8 +4,9 @@
 //! input block.
 
 use super::tile::{self, Panels};
+use crate::activation::{self, Act};
 use crate::pointwise::{Dims, gemm_raw, gemm_strided, row_major, transposed};
-use crate::simd::{self, Act, filled};
+use crate::simd::{self, filled};
 use rayon::prelude::*;
 
 /// Maps of up to this many pixels over the whole batch are multiplied as one GEMM on every
@@ -41,9 +42,9 @@ pub fn pointwise_affine(
     let tasks = d.batch * d.plane.div_ceil(block_len(d).min(d.plane));
     let few = d.batch * d.plane <= WHOLE_BATCH_MAX_PIXELS || tasks < 2 * threads;
     let rows = d.batch * d.plane;
-    if few && tile::applies(d.cout) && rows < TILE_MIN_ROWS * 2 * threads {
+    if few && tile::applies() && rows < TILE_MIN_ROWS * 2 * threads {
         split_channels(d, x, w, bn, act, gates, residual)
-    } else if few && !tile::applies(d.cout) {
+    } else if few && !tile::applies() {
         whole_batch(d, x, w, bn, act, gates, residual)
     } else {
         blocked(d, Input::Rows { x, gates }, w, bn, act, residual)
@@ -86,7 +87,7 @@ fn whole_batch(
     };
     let per_task = (4096 / cout).max(1) * cout;
     y.par_chunks_mut(per_task).enumerate().for_each(|(t, chunk)| {
-        simd::affine_act_rows(chunk, scale, shift, act);
+        activation::affine_act_rows(chunk, scale, shift, act);
         if let Some(r) = residual {
             chunk.iter_mut().zip(&r[t * per_task..]).for_each(|(v, r)| *v += r);
         }
@@ -125,7 +126,8 @@ fn split_channels(
     let gated = gates.map(|g| gate_rows(d, x, g));
     let a = gated.as_deref().unwrap_or(x);
     let panels = Panels::pack(w, cout, cin);
-    let per_task = cout.div_ceil(16).div_ceil(2 * rayon::current_num_threads()) * 16;
+    let width = tile::panel_width();
+    let per_task = cout.div_ceil(width).div_ceil(2 * rayon::current_num_threads()) * width;
     let mut y = Vec::<f32>::with_capacity(rows * cout);
     let out = SharedOut(y.as_mut_ptr());
     (0..cout.div_ceil(per_task)).into_par_iter().for_each(|t| {
@@ -192,7 +194,7 @@ pub(super) enum Weights {
 impl Weights {
     /// From `[c_out, c_in]` weights.
     pub(super) fn new(w: &[f32], cout: usize, cin: usize) -> Self {
-        if tile::applies(cout) {
+        if tile::applies() {
             Weights::Tiles(Panels::pack(w, cout, cin))
         } else {
             Weights::InputMajor { wt: input_major(w, cout, cin), cout }
@@ -257,7 +259,7 @@ pub(super) fn rows_affine(
             1,
         )
     };
-    simd::affine_act_rows(dst, scale, shift, act);
+    activation::affine_act_rows(dst, scale, shift, act);
     if let Some(r) = residual {
         dst.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
     }
@@ -339,7 +341,7 @@ pub(crate) fn blocked(
                         let (lhs, rhs) = (transposed(wt, cin, cout), row_major(xbuf, cin, len));
                         gemm_strided(dst.as_mut_ptr(), (1, cout as isize), false, (cout, len, cin), lhs, rhs, 1);
                     }
-                    simd::affine_act_rows(dst, scale, shift, act);
+                    activation::affine_act_rows(dst, scale, shift, act);
                     if let Some(r) = res {
                         dst.iter_mut().zip(r).for_each(|(v, &r)| *v += r);
                     }

@@ -1,157 +1,112 @@
-//! The inference 1×1 conv's GEMM on AVX2+FMA, written by hand: register tiles of 6 pixels ×
-//! 16 output channels over all of c_in, and BatchNorm, the activation and the residual applied
-//! to each tile in registers before it is stored.
+//! The inference 1×1 conv's GEMM as register tiles of `P` pixels × `V` vectors of output
+//! channels over all of c_in, with BatchNorm, the activation and the residual applied to each
+//! tile in registers before it is stored; written once on the portable SIMD layer and sized per
+//! instruction set by [`Shaped`] (AVX-512: 14 × 2 × 16 lanes, AVX2: 6 × 2 × 8, NEON: 6 × 4 × 4).
 //!
-//! Why not the `gemm` crate here (it stays for everything else): it packs the pixel block again
-//! on every call, and its result goes out to the block and back for the epilogue — on B0's
-//! small-c_in expand convs (16, 24, 40 channels) the tile's load, epilogue and store are a large
-//! share of the work. Here the weights are packed once per layer (per sample when SE's gates
-//! scale them) and channels-last pixel rows are read where they lie: one broadcast per pixel
-//! and input channel.
+//! Why not the `gemm` crate here (it stays for the scalar fallback and everything else): it
+//! packs the pixel block again on every call, and its result goes out to the block and back for
+//! the epilogue — on B0's small-c_in expand convs (16, 24, 40 channels) the tile's load,
+//! epilogue and store are a large share of the work. Here the weights are packed once per layer
+//! (per sample when SE's gates scale them) and channels-last pixel rows are read where they lie:
+//! one broadcast per pixel and input channel.
 
-#[cfg(target_arch = "x86_64")]
-use crate::silu_avx2::silu_tile;
-use crate::simd::{Act, filled};
+use crate::activation::Act;
+use crate::isa::{Isa, Simd, simd_fn};
+use crate::simd::filled;
 use rayon::prelude::*;
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
 
-/// Output channels per panel: two 8-lane vectors.
-const PANEL: usize = 16;
-/// Pixels per register tile: 6 × 2 accumulators, two weight vectors and a broadcast fill 15 of
-/// AVX2's 16 registers.
-const PIXELS: usize = 6;
+/// Whether the register tile serves 1×1 layers on this CPU: every vector ISA (the scalar
+/// fallback leaves them to the `gemm` crate, whose own scalar kernels are as good).
+pub(super) fn applies() -> bool {
+    crate::isa::selected() != Isa::Scalar
+}
 
-/// 1×1 weights packed for [`rows`]: panels of 16 output channels (the last one 8 when c_out is
-/// an odd multiple of 8), each `[c_in, width]`, with SE's gates folded into the input channels.
+#[inline(always)]
+fn width_of<S: Shaped>(_: S) -> usize {
+    S::VECS * S::LANES
+}
+
+simd_fn!(
+    /// Output channels per panel on this CPU (the unit [`columns`]' channel ranges come in).
+    pub(super) fn panel_width() -> usize = width_of
+);
+
+#[inline(always)]
+fn lanes_of<S: Simd>(_: S) -> usize {
+    S::LANES
+}
+
+simd_fn!(fn lanes() -> usize = lanes_of);
+
+/// 1×1 weights packed for [`rows`]: panels of [`panel_width`] output channels (the last one
+/// narrower, and padded with zero weights to whole vectors), each `[c_in, width]`, with SE's
+/// gates folded into the input channels.
 pub(super) struct Panels {
     data: Vec<f32>,
     cin: usize,
     cout: usize,
-}
-
-/// Whether [`Panels`] and [`rows`] serve a layer of `cout` output channels on this CPU: AVX2
-/// and FMA, and whole 8-lane vectors of output channels (every released EfficientNet's widths
-/// are multiples of 8; other layers take the `gemm` crate's path). Not on AVX-512 CPUs: there
-/// the `gemm` crate's 16-lane kernels have twice this tile's arithmetic per instruction, and
-/// no AVX-512 machine was at hand to measure which is faster.
-pub(super) fn applies(cout: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        cout.is_multiple_of(8) && crate::silu_avx2::available() && !is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = cout;
-        false
-    }
+    /// Channels per panel and per vector.
+    width: usize,
+    lanes: usize,
 }
 
 impl Panels {
-    /// Packs `[c_out, c_in]` weights `w` (a transpose into panels: done for every layer call,
-    /// as a scalar gather it was 5 % of B0 eval at 32², batch 64, where each weight serves few
-    /// pixels), a panel per rayon task, in 8 × 8 blocks transposed in registers.
+    /// Packs `[c_out, c_in]` weights `w`: a transpose into panels, done for every layer call (as
+    /// a scalar gather on one thread it was 5 % of B0 eval at 32², batch 64, where each weight
+    /// serves few pixels): a panel per rayon task, in blocks of 8 input channels so that each
+    /// output channel's run is read once.
     pub(super) fn pack(w: &[f32], cout: usize, cin: usize) -> Self {
-        assert!(cout.is_multiple_of(8) && w.len() == cout * cin && applies(cout));
-        // SAFETY: the panels cover the buffer and `pack_panel` writes every float of each (not
-        // zeroed first: that memset cost as much as the packing).
+        assert!(w.len() == cout * cin && applies());
+        let (width, lanes) = (panel_width(), lanes());
+        let padded = cout.div_ceil(lanes) * lanes;
+        // SAFETY: the panels cover the buffer and each task writes every float of its panel.
         let data = unsafe {
-            filled(cout * cin, |data| {
-                data.par_chunks_mut(PANEL * cin).enumerate().for_each(|(b, panel)| {
-                    let rows = &w[b * PANEL * cin..][..panel.len()];
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: AVX2 is present (`applies`); `rows` holds the panel's width × c_in
-                    // weights and `panel` c_in × width floats (`Out` is an f32).
-                    pack_panel(rows, std::slice::from_raw_parts_mut(panel.as_mut_ptr().cast(), panel.len()), cin);
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let _ = rows;
+            filled(padded * cin, |data| {
+                data.par_chunks_mut(width * cin).enumerate().for_each(|(b, panel)| {
+                    let pw = panel.len() / cin;
+                    // SAFETY: `Out` is an f32; every element is written below.
+                    let panel = std::slice::from_raw_parts_mut(panel.as_mut_ptr().cast::<f32>(), panel.len());
+                    let o0 = b * width;
+                    for k0 in (0..cin).step_by(8) {
+                        let ks = k0..(k0 + 8).min(cin);
+                        for j in 0..pw {
+                            let o = o0 + j;
+                            if o < cout {
+                                let src = &w[o * cin..][ks.clone()];
+                                for (k, &v) in ks.clone().zip(src) {
+                                    panel[k * pw + j] = v;
+                                }
+                            } else {
+                                ks.clone().for_each(|k| panel[k * pw + j] = 0.0);
+                            }
+                        }
+                    }
                 })
             })
         };
-        Panels { data, cin, cout }
+        Panels { data, cin, cout, width, lanes }
     }
 
     /// These panels with input channel `i` scaled by `gates[i]`, in `buf`'s storage (each
     /// panel row is one input channel: a contiguous scale, no gather).
     pub(super) fn gated(&self, gates: &[f32], mut buf: Vec<f32>) -> Self {
-        let (cin, cout) = (self.cin, self.cout);
+        let cin = self.cin;
         assert!(gates.len() == cin);
         buf.clear();
-        buf.resize(cin * cout, 0.0);
-        for o0 in (0..cout).step_by(PANEL) {
-            let width = PANEL.min(cout - o0);
-            let (src, dst) = (&self.data[o0 * cin..][..width * cin], &mut buf[o0 * cin..][..width * cin]);
-            for ((d, s), &g) in dst.chunks_exact_mut(width).zip(src.chunks_exact(width)).zip(gates) {
-                d.iter_mut().zip(s).for_each(|(d, &v)| *d = v * g);
+        buf.resize(self.data.len(), 0.0);
+        for (dst, src) in buf.chunks_mut(self.width * cin).zip(self.data.chunks(self.width * cin)) {
+            let pw = src.len() / cin;
+            for ((d, s), &g) in dst.chunks_exact_mut(pw).zip(src.chunks_exact(pw)).zip(gates) {
+                crate::simd::scale(d, Some(s), g);
             }
         }
-        Panels { data: buf, cin, cout }
+        Panels { data: buf, ..*self }
     }
 
     /// The buffer back, for the next [`Panels::gated`].
     pub(super) fn into_buffer(self) -> Vec<f32> {
         self.data
     }
-}
-
-/// One panel: `rows` (`width` output channels × c_in, width 8 or 16) into `panel` (c_in ×
-/// width): 8 × 8 blocks through registers, the last `c_in mod 8` input channels one by one.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn pack_panel(rows: &[f32], panel: &mut [f32], cin: usize) {
-    let width = rows.len() / cin;
-    let full = cin / 8 * 8;
-    for j0 in (0..width).step_by(8) {
-        for k0 in (0..full).step_by(8) {
-            // SAFETY: rows j0 .. j0 + 8 (≤ width) and columns k0 .. k0 + 8 (≤ c_in) of `rows`;
-            // panel rows k0 .. k0 + 8, columns j0 .. j0 + 8 (≤ width) of `panel`.
-            unsafe {
-                let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(rows.as_ptr().add((j0 + j) * cin + k0)));
-                let t = transpose8(r);
-                for (k, t) in t.into_iter().enumerate() {
-                    _mm256_storeu_ps(panel.as_mut_ptr().add((k0 + k) * width + j0), t);
-                }
-            }
-        }
-        for k in full..cin {
-            for j in j0..j0 + 8 {
-                panel[k * width + j] = rows[j * cin + k];
-            }
-        }
-    }
-}
-
-/// The 8 × 8 transpose of eight row vectors.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    [
-        _mm256_permute2f128_ps::<0x20>(u0, u4),
-        _mm256_permute2f128_ps::<0x20>(u1, u5),
-        _mm256_permute2f128_ps::<0x20>(u2, u6),
-        _mm256_permute2f128_ps::<0x20>(u3, u7),
-        _mm256_permute2f128_ps::<0x31>(u0, u4),
-        _mm256_permute2f128_ps::<0x31>(u1, u5),
-        _mm256_permute2f128_ps::<0x31>(u2, u6),
-        _mm256_permute2f128_ps::<0x31>(u3, u7),
-    ]
 }
 
 /// `dst = act(scale ⊙ (x · Wᵀ) + shift) + residual` for `len` channels-last pixel rows `x`
@@ -171,9 +126,9 @@ pub(super) fn rows(
     unsafe { columns(p, x, dst.as_mut_ptr(), len, (scale, shift), act, residual, 0..cout) }
 }
 
-/// [`rows`] for output channels `channels` only (from a multiple of 16 to a multiple of 16 or
-/// c_out), into the `[len, c_out]` rows at `dst`: for tasks that share one block's rows and
-/// split its panels (each reads its share of the weights once).
+/// [`rows`] for output channels `channels` only (from a multiple of [`panel_width`] to a
+/// multiple of it or c_out), into the `[len, c_out]` rows at `dst`: for tasks that share one
+/// block's rows and split its panels (each reads its share of the weights once).
 ///
 /// # Safety
 /// `dst` points at `len · c_out` floats whose columns `channels` no one else reads or writes
@@ -189,139 +144,228 @@ pub(super) unsafe fn columns(
     residual: Option<&[f32]>,
     channels: std::ops::Range<usize>,
 ) {
-    let (cin, cout) = (p.cin, p.cout);
+    let (cin, cout, width) = (p.cin, p.cout, p.width);
     assert!(x.len() >= len * cin && scale.len() == cout && shift.len() == cout);
-    assert!(residual.is_none_or(|r| r.len() >= len * cout) && applies(cout));
+    assert!(residual.is_none_or(|r| r.len() >= len * cout) && applies() && p.lanes == lanes());
     assert!(
-        channels.start.is_multiple_of(PANEL)
+        channels.start.is_multiple_of(width)
             && channels.end <= cout
-            && (channels.end == cout || channels.end.is_multiple_of(PANEL))
+            && (channels.end == cout || channels.end.is_multiple_of(width))
     );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX2 and FMA are present (`applies`); every tile reads inside `x`, the panels and
-    // `residual` and writes inside the caller's `dst` columns (the asserts above bound each by
-    // len, c_in, c_out and `channels`).
-    unsafe {
-        let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
-        rows_avx2(p, x.as_ptr(), dst, len, (scale, shift), act, res, channels)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("applies() is false off x86-64")
+    let job = Job { p, x, dst: Dst(dst), len, scale, shift, act, res: residual, channels };
+    run_tiles(&job);
+}
+
+/// Everything [`columns`] was given, for the generic kernel.
+struct Job<'a> {
+    p: &'a Panels,
+    x: &'a [f32],
+    dst: Dst,
+    len: usize,
+    scale: &'a [f32],
+    shift: &'a [f32],
+    act: Act,
+    res: Option<&'a [f32]>,
+    channels: std::ops::Range<usize>,
+}
+
+#[derive(Clone, Copy)]
+struct Dst(*mut f32);
+
+/// The tile of each instruction set: `P` pixels × `V` vectors of output channels, so that the
+/// accumulators, one weight vector each and a broadcast fill the register file (AVX-512 and
+/// NEON have 32 registers, AVX2 16), and a panel (`V` vectors) divides the usual EfficientNet
+/// widths. `VECS` is the `V` that `panels` is instantiated with.
+trait Shaped: Simd {
+    const VECS: usize;
+    fn panels(self, j: &Job);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_avx2(
-    p: &Panels,
-    x: *const f32,
-    y: *mut f32,
-    len: usize,
-    (scale, shift): (&[f32], &[f32]),
-    act: Act,
-    res: *const f32,
-    channels: std::ops::Range<usize>,
-) {
-    let (cin, cout) = (p.cin, p.cout);
-    // Panel outer, pixels inner: a panel (c_in × 16 floats) stays in L1 while the block's
-    // pixel rows stream past it from L2.
-    for o0 in channels.step_by(PANEL) {
-        let w = unsafe { p.data.as_ptr().add(o0 * cin) };
-        let e = Epilogue { scale: unsafe { scale.as_ptr().add(o0) }, shift: unsafe { shift.as_ptr().add(o0) }, act };
-        let wide = cout - o0 >= PANEL;
-        for p0 in (0..len).step_by(PIXELS) {
-            let at = Tile {
-                x: unsafe { x.add(p0 * cin) },
+impl Shaped for crate::isa::Avx512 {
+    const VECS: usize = 2;
+    #[inline(always)]
+    fn panels(self, j: &Job) {
+        panels::<Self, 14, 2>(self, j)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Shaped for crate::isa::Avx2 {
+    const VECS: usize = 2;
+    #[inline(always)]
+    fn panels(self, j: &Job) {
+        panels::<Self, 6, 2>(self, j)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+impl Shaped for crate::isa::Neon {
+    const VECS: usize = 4;
+    #[inline(always)]
+    fn panels(self, j: &Job) {
+        panels::<Self, 6, 4>(self, j)
+    }
+}
+
+/// Never runs ([`applies`] is false there); here so that the dispatch covers every ISA.
+impl Shaped for crate::isa::Scalar {
+    const VECS: usize = 1;
+    #[inline(always)]
+    fn panels(self, _: &Job) {
+        unreachable!("the register tile does not run on the scalar instruction set")
+    }
+}
+
+#[inline(always)]
+fn run_tiles_body<S: Shaped>(s: S, j: &Job) {
+    s.panels(j)
+}
+
+simd_fn!(fn run_tiles(j: &Job) = run_tiles_body);
+
+/// Panel outer, pixels inner: a panel (c_in × width floats) stays in L1 while the block's pixel
+/// rows stream past it from L2. Pixel tails in tiles of P/2, P/4, … and 1; a narrower last panel
+/// with `V' < V` vectors, its last vector stored partially when c_out is not a multiple of the
+/// lanes.
+#[inline(always)]
+fn panels<S: Simd, const P: usize, const V: usize>(s: S, j: &Job) {
+    let (cin, cout, l) = (j.p.cin, j.p.cout, S::LANES);
+    for o0 in j.channels.clone().step_by(j.p.width) {
+        let vecs = (cout - o0).min(j.p.width).div_ceil(l);
+        let last = (cout - o0).min(j.p.width) - (vecs - 1) * l;
+        // SAFETY (the pointers below): panel o0 / width starts at o0·c_in in the packed data;
+        // pixels p0 .. p0 + n ≤ len and channels o0 .. o0 + vecs·l (the last vector `last`
+        // lanes) are inside `x`, `dst` and `res` (the asserts in `columns`).
+        let at = |p0: usize| unsafe {
+            Tile {
+                x: j.x.as_ptr().add(p0 * cin),
                 cin,
-                w,
-                y: unsafe { y.add(p0 * cout + o0) },
-                res: if res.is_null() { res } else { unsafe { res.add(p0 * cout + o0) } },
+                w: j.p.data.as_ptr().add(o0 * cin),
+                pw: vecs * l,
+                y: j.dst.0.add(p0 * cout + o0),
+                res: j.res.map_or(std::ptr::null(), |r| r.as_ptr().add(p0 * cout + o0)),
                 cout,
-            };
-            // SAFETY: (for all arms) `at` addresses pixels p0 .. p0 + n < len and channels
-            // o0 .. o0 + 8·V ≤ c_out (see `rows`).
-            unsafe {
-                match (len - p0).min(PIXELS) {
-                    6 if wide => tile::<6, 2>(&at, &e),
-                    6 => tile::<6, 1>(&at, &e),
-                    5 if wide => tile::<5, 2>(&at, &e),
-                    5 => tile::<5, 1>(&at, &e),
-                    4 if wide => tile::<4, 2>(&at, &e),
-                    4 => tile::<4, 1>(&at, &e),
-                    3 if wide => tile::<3, 2>(&at, &e),
-                    3 => tile::<3, 1>(&at, &e),
-                    2 if wide => tile::<2, 2>(&at, &e),
-                    2 => tile::<2, 1>(&at, &e),
-                    _ if wide => tile::<1, 2>(&at, &e),
-                    _ => tile::<1, 1>(&at, &e),
-                }
+                scale: j.scale.as_ptr().add(o0),
+                shift: j.shift.as_ptr().add(o0),
+                act: j.act,
+                last,
             }
+        };
+        let mut p0 = 0;
+        while p0 < j.len {
+            let n = j.len - p0;
+            // SAFETY: as above, for the n' ≤ n pixels each tile takes.
+            let took = unsafe {
+                match vecs {
+                    v if v >= V => tail::<S, P, V>(s, &at(p0), n),
+                    3 if V > 3 => tail::<S, P, 3>(s, &at(p0), n),
+                    2 if V > 2 => tail::<S, P, 2>(s, &at(p0), n),
+                    _ => tail::<S, P, 1>(s, &at(p0), n),
+                }
+            };
+            p0 += took;
         }
     }
 }
 
-/// Where one tile reads and writes: its first pixel's input row (stride c_in), the panel, its
-/// first output (row stride c_out) and the residual at the same place (or null).
-#[cfg(target_arch = "x86_64")]
+/// One tile of `min(n, P)` pixels, rounded down to P, 7, 4, 2 or 1: returns how many.
+///
+/// # Safety
+/// As [`tile`]'s, for `n` pixels.
+#[inline(always)]
+unsafe fn tail<S: Simd, const P: usize, const V: usize>(s: S, t: &Tile, n: usize) -> usize {
+    // SAFETY: the caller's.
+    unsafe {
+        if n >= P {
+            tile::<S, P, V>(s, t);
+            P
+        } else if n >= 7 {
+            tile::<S, 7, V>(s, t);
+            7
+        } else if n >= 4 {
+            tile::<S, 4, V>(s, t);
+            4
+        } else if n >= 2 {
+            tile::<S, 2, V>(s, t);
+            2
+        } else {
+            tile::<S, 1, V>(s, t);
+            1
+        }
+    }
+}
+
+/// Where one tile reads and writes: its first pixel's input row (stride c_in), the panel (row
+/// stride `pw`), its first output (row stride c_out) and the residual at the same place (or
+/// null), the panel's BatchNorm coefficients, the activation, and the lanes of the last vector.
 struct Tile {
     x: *const f32,
     cin: usize,
     w: *const f32,
+    pw: usize,
     y: *mut f32,
     res: *const f32,
     cout: usize,
-}
-
-/// The panel's BatchNorm coefficients and the activation.
-#[cfg(target_arch = "x86_64")]
-struct Epilogue {
     scale: *const f32,
     shift: *const f32,
     act: Act,
+    last: usize,
 }
 
 /// `P` pixels × `V` vectors of output channels, all of c_in, finished and stored.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn tile<const P: usize, const V: usize>(t: &Tile, e: &Epilogue) {
+///
+/// # Safety
+/// `t` addresses `P` pixel rows and `V` vectors of channels (the last `t.last` lanes wide) as
+/// [`Tile`] says.
+#[inline(always)]
+unsafe fn tile<S: Simd, const P: usize, const V: usize>(s: S, t: &Tile) {
+    let l = S::LANES;
+    // SAFETY: the caller's.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); V]; P];
-        let width = 8 * V;
+        let mut acc = [[s.zero(); V]; P];
         for k in 0..t.cin {
-            let mut w = [_mm256_setzero_ps(); V];
+            let mut w = [s.zero(); V];
             for (v, w) in w.iter_mut().enumerate() {
-                *w = _mm256_loadu_ps(t.w.add(k * width + 8 * v));
+                *w = s.load(t.w.add(k * t.pw + v * l));
             }
             for (p, acc) in acc.iter_mut().enumerate() {
-                let x = _mm256_broadcast_ss(&*t.x.add(p * t.cin + k));
+                let x = s.splat(*t.x.add(p * t.cin + k));
                 for (a, &w) in acc.iter_mut().zip(&w) {
-                    *a = _mm256_fmadd_ps(x, w, *a);
+                    *a = s.fma(x, w, *a);
                 }
             }
         }
-        for v in 0..V {
-            let a = _mm256_loadu_ps(e.scale.add(8 * v));
-            let b = _mm256_loadu_ps(e.shift.add(8 * v));
-            for acc in acc.iter_mut() {
-                acc[v] = _mm256_fmadd_ps(acc[v], a, b);
+        // The epilogue four accumulators at a time (the lockstep SiLU), each group stored
+        // before the next, so that few registers are live beside the tile.
+        let mut flat: [[S::V; 4]; 1] = [[s.zero(); 4]];
+        let mut i = 0;
+        while i < P * V {
+            let g = (P * V - i).min(4);
+            for (j, f) in flat[0].iter_mut().enumerate().take(g) {
+                let (p, v) = ((i + j) / V, (i + j) % V);
+                let lanes = if v + 1 == V { t.last } else { l };
+                let (a, b) = if lanes == l {
+                    (s.load(t.scale.add(v * l)), s.load(t.shift.add(v * l)))
+                } else {
+                    (s.load_partial(t.scale.add(v * l), lanes), s.load_partial(t.shift.add(v * l), lanes))
+                };
+                *f = s.fma(acc[p][v], a, b);
             }
-        }
-        match e.act {
-            Act::Identity => {}
-            Act::Silu => silu_tile(&mut acc),
-            Act::Relu6 => {
-                for z in acc.iter_mut().flat_map(|a| a.iter_mut()) {
-                    *z = _mm256_min_ps(_mm256_max_ps(*z, _mm256_setzero_ps()), _mm256_set1_ps(6.0));
+            let z = crate::activation::apply(s, t.act, flat[0]);
+            for (j, &z) in z.iter().enumerate().take(g) {
+                let (p, v) = ((i + j) / V, (i + j) % V);
+                let at = p * t.cout + v * l;
+                let lanes = if v + 1 == V { t.last } else { l };
+                if lanes == l {
+                    let z = if t.res.is_null() { z } else { s.add(z, s.load(t.res.add(at))) };
+                    s.store(t.y.add(at), z);
+                } else {
+                    let z = if t.res.is_null() { z } else { s.add(z, s.load_partial(t.res.add(at), lanes)) };
+                    s.store_partial(t.y.add(at), lanes, z);
                 }
             }
-        }
-        for (p, acc) in acc.iter().enumerate() {
-            for (v, &z) in acc.iter().enumerate() {
-                let at = p * t.cout + 8 * v;
-                let z = if t.res.is_null() { z } else { _mm256_add_ps(z, _mm256_loadu_ps(t.res.add(at))) };
-                _mm256_storeu_ps(t.y.add(at), z);
-            }
+            i += g;
         }
     }
 }
@@ -331,17 +375,27 @@ mod tests {
     use super::super::tests::act64;
     use super::*;
 
-    /// Every tile shape (pixel tails 1–5, an 8-wide last panel), gates and residual, against
-    /// an f64 product.
+    /// Every tile shape (pixel tails, a narrower last panel, c_out not a multiple of the lanes),
+    /// gates and residual, against an f64 product.
     #[test]
     fn tiles_match_an_f64_product() {
-        if !applies(8) {
-            eprintln!("no AVX2+FMA: the hand-written tile does not run here");
+        if !applies() {
+            eprintln!("scalar instruction set: the register tile does not run");
             return;
         }
-        for (len, cin, cout) in
-            [(1, 1, 8), (5, 3, 24), (13, 16, 96), (47, 40, 40), (6, 96, 16), (17, 7, 8), (9, 20, 24)]
-        {
+        for (len, cin, cout) in [
+            (1, 1, 8),
+            (5, 3, 24),
+            (13, 16, 96),
+            (47, 40, 40),
+            (6, 96, 16),
+            (17, 7, 8),
+            (9, 20, 24),
+            (29, 5, 3),
+            (15, 9, 37),
+            (31, 24, 112),
+            (3, 12, 70),
+        ] {
             let x = crate::test_values(len * cin, 1, 0.0);
             let w = crate::test_values(cout * cin, 2, 0.0);
             let scale = crate::test_values(cout, 3, 1.0);
@@ -355,8 +409,11 @@ mod tests {
                         Some(g) => Panels::pack(&w, cout, cin).gated(g, Vec::new()),
                         None => Panels::pack(&w, cout, cin),
                     };
-                    let mut y = vec![f32::NAN; len * cout];
-                    rows(&p, &x, &mut y, (&scale, &shift), act, residual.then_some(&res[..]));
+                    // A guard float after the rows: partial stores must not write past c_out.
+                    let mut y = vec![f32::NAN; len * cout + 1];
+                    let (rows_y, guard) = y.split_at_mut(len * cout);
+                    rows(&p, &x, rows_y, (&scale, &shift), act, residual.then_some(&res[..]));
+                    assert!(guard[0].is_nan(), "wrote past the output");
                     for r in 0..len {
                         for o in 0..cout {
                             let dot: f64 = (0..cin)
