@@ -34,7 +34,7 @@ fn uniform(key: &str, n: usize) -> impl Iterator<Item = f64> {
 
 /// The fixture's tensor for a timm state-dict key (the rules of make_numerics_fixture.py).
 fn value(key: &str, shape: &[usize]) -> Vec<f32> {
-    const GAIN: f64 = 1.6;
+    const GAIN: f64 = 1.35; // make_numerics_fixture.py GAIN (meta.json "other weights")
     let n = shape.iter().product::<usize>().max(1);
     let (lo, hi) = if key.ends_with("running_mean") {
         (-1.0, 1.0)
@@ -98,7 +98,7 @@ fn deep_random_b3_is_no_noisier_than_the_other_f32_engines() {
         TensorData::new(value("input", &shape), [shape[0], shape[1], shape[2], shape[3]]),
         &device,
     );
-    let got = model.valid().forward(x).into_data().to_vec::<f32>().unwrap();
+    let got = model.valid().forward(x).into_data().try_to_vec::<f32>().unwrap();
 
     let reference = logits("pytorch-nchw-f32");
     let exact = logits("pytorch-f64");
