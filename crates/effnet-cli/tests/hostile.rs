@@ -402,3 +402,23 @@ fn bench_refuses_what_cannot_fit() {
         assert!(started.elapsed() < Duration::from_secs(30), "{args:?}: {:?}", started.elapsed());
     }
 }
+
+/// Item 18: set-ups that run to the end but cannot learn much say so, once each.
+#[test]
+fn degenerate_set_ups_are_warned_about_once() {
+    let dir = tmp_dir("degenerate");
+    // Only the classifier trains, on a random backbone.
+    let cfg = tiny_run_config(&dir, "freeze_backbone_epochs = 1");
+    let run = dir.join("frozen");
+    let o = effnet_within(300, &["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("only the classifier trains, on a randomly initialised backbone").count(), 1, "{err}");
+    // Four devices sharing a batch of four: one image per BatchNorm.
+    let cfg = tiny_run_config(&dir, "[runtime]\ndevices = [0, 1, 2, 3]");
+    let run = dir.join("spread");
+    let o = effnet_within(300, &["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("each device's BatchNorm sees 1 image(s) per step").count(), 1, "{err}");
+}
