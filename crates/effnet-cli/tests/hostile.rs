@@ -422,3 +422,27 @@ fn degenerate_set_ups_are_warned_about_once() {
     assert!(o.status.success(), "{err}");
     assert_eq!(err.matches("each device's BatchNorm sees 1 image(s) per step").count(), 1, "{err}");
 }
+
+/// Item 16: `eval` on a dataset with fewer classes than the model says so.
+#[test]
+fn eval_on_fewer_classes_than_the_model_warns() {
+    let dir = tmp_dir("eval-fewer");
+    let cfg = tiny_run_config(&dir, "");
+    let run = dir.join("run");
+    let o = effnet_within(300, &["train", "--config", cfg.to_str().unwrap(), "--run-dir", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let one = dir.join("one");
+    flat_folder(&one, &["a"]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let data = dir.join("data");
+    let cfg_one = dir.join("one.toml");
+    std::fs::write(
+        &cfg_one,
+        text.replace(&format!("{:?}", data.to_str().unwrap()), &format!("{:?}", one.to_str().unwrap())),
+    )
+    .unwrap();
+    let o = effnet_within(300, &["eval", "--config", cfg_one.to_str().unwrap(), "--checkpoint", run.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("has 1 classes but the model 2").count(), 1, "{err}");
+}
