@@ -95,6 +95,17 @@ fn mat_ints(path: &Path, name: &str) -> Result<Vec<i64>, DataError> {
         .map_err(|e| DataError::format(path, format!("not a readable MATLAB v5 file ({e})")))?;
     let arr = parsed.find_by_name(name).ok_or_else(|| {
         let have: Vec<&str> = parsed.arrays().iter().map(|a| a.name()).collect();
+        // matfile skips char, cell and struct arrays: a variable of that name in the (uncompressed)
+        // data is there with the wrong type, not missing.
+        let data = bytes.get(128..).unwrap_or_default();
+        if !name.is_empty() && data.windows(name.len()).any(|w| w == name.as_bytes()) {
+            return DataError::format(
+                path,
+                format!(
+                    "variable `{name}` is not a numeric array (a char, cell or struct array?); expected numeric ids"
+                ),
+            );
+        }
         DataError::format(path, format!("no variable `{name}` (found: {})", have.join(", ")))
     })?;
     use matfile::NumericData as N;
@@ -182,6 +193,24 @@ pub fn open_flowers102(root: &Path, skip_corrupt: bool) -> Result<OpenedDataset,
 mod mat_tests {
     use super::*;
 
+    /// A MATLAB v5 file holding one 1×n char array (UTF-16 data).
+    fn mat_v5_char(name: &str, text: &str) -> Vec<u8> {
+        let mut out = mat_v5(name, &[0.0; 1], None);
+        // Class 4 (char) in the array flags, and the data element as miUINT16.
+        let flags_at = 128 + 8 + 8;
+        out[flags_at] = 4;
+        let units: Vec<u16> = text.encode_utf16().collect();
+        let data_tag = out.len() - 16;
+        out.truncate(data_tag);
+        out.extend(4u32.to_le_bytes());
+        out.extend(((units.len() * 2) as u32).to_le_bytes());
+        units.iter().for_each(|u| out.extend(u.to_le_bytes()));
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        let len = (out.len() - 136) as u32;
+        out[132..136].copy_from_slice(&len.to_le_bytes());
+        out
+    }
+
     /// A MATLAB v5 file holding one 1×n double variable, complex when `imag` is given.
     fn mat_v5(name: &str, real: &[f64], imag: Option<&[f64]>) -> Vec<u8> {
         let pad8 = |v: &mut Vec<u8>| v.resize(v.len().div_ceil(8) * 8, 0);
@@ -226,6 +255,12 @@ mod mat_tests {
         std::fs::write(&f, mat_v5("trnid", &[1.0, 2.0, 3.0], Some(&[0.0, 5.0, 0.0]))).unwrap();
         let e = mat_ints(&f, "trnid").unwrap_err().to_string();
         assert!(e.contains("setid.mat") && e.contains("`trnid` holds complex numbers"), "{e}");
+        // Item 19: present with the wrong type is not "missing".
+        std::fs::write(&f, mat_v5_char("trnid", "abc")).unwrap();
+        let e = mat_ints(&f, "trnid").unwrap_err().to_string();
+        assert!(e.contains("`trnid` is not a numeric array"), "{e}");
+        let e = mat_ints(&f, "tstid").unwrap_err().to_string();
+        assert!(e.contains("no variable `tstid`"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }
 }
