@@ -61,8 +61,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut arch = Architecture::variant(variant);
     arch.num_classes = args.classes;
     let resolution = args.resolution.unwrap_or(arch.resolution);
-    if resolution < 8 {
-        return Err(anyhow!("--resolution {resolution}: at least 8 pixels"));
+    // The bounds a config has for the same numbers (data.image_size, train.batch_size,
+    // model.num_classes).
+    if !(8..=4096).contains(&resolution) {
+        return Err(anyhow!("--resolution: invalid value {resolution}: must be between 8 and 4096"));
+    }
+    if args.batch > 1 << 20 {
+        return Err(anyhow!("--batch: invalid value {}: must be at most {}", args.batch, 1 << 20));
+    }
+    if args.classes > 1_000_000 {
+        return Err(anyhow!("--classes: invalid value {}: must be at most 1000000", args.classes));
     }
     let mode = match args.mode {
         Mode::Eval => BenchMode::Eval,
@@ -75,6 +83,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .map_err(|e| anyhow!("--precision {}: {}", e.value, e.reason))?,
         BenchMode::Eval => checked_precision(precision, backend).map(|_| ())?,
     };
+    if matches!(backend, BackendKind::Flex | BackendKind::Ndarray) {
+        use effnet_train::memory;
+        let needed = match args.mode {
+            Mode::Train => memory::training_bytes(&arch, resolution, args.batch),
+            Mode::Eval => memory::inference_bytes(&arch, resolution, args.batch),
+        };
+        let what = format!("{} {:?} at {resolution}² with batch {}", arch.name, args.mode, args.batch);
+        memory::check_fits(&what, needed, memory::available_bytes(), "lower --batch, --resolution or --classes")
+            .map_err(|e| anyhow!(e))?;
+    }
     let kernels: effnet_model::KernelSelection = args.kernels.parse().map_err(|e| anyhow!("--kernels: {e}"))?;
     effnet_model::set_kernel_selection(kernels);
     let device = args.runtime.device(None)?;

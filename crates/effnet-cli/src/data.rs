@@ -100,7 +100,9 @@ pub fn check(src: &DataSource, json: bool, decode: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let names: Vec<&str> = ds.class_names.iter().take(5).map(String::as_str).collect();
+    // Escaped: a folder name may hold terminal control characters.
+    let names: Vec<String> =
+        ds.class_names.iter().take(5).map(|n| effnet_train::text::escape_control(n).into_owned()).collect();
     let more = if ds.class_names.len() > 5 { ", …" } else { "" };
     println!("{} at {}: {} classes ({}{more})", kind_name(ds.kind), root.display(), ds.num_classes, names.join(", "));
     for s in &ds.splits {

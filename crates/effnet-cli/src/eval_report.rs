@@ -2,6 +2,7 @@
 //! (`--json`) and the worst classes (text).
 
 use effnet_train::confusion::ConfusionMatrix;
+use effnet_train::text::escape_control;
 use serde_json::{Value, json};
 
 /// How many of the lowest per-class accuracies the text report lists.
@@ -16,13 +17,14 @@ pub fn json_fields(cm: &ConfusionMatrix, names: &[String]) -> Value {
 /// The worst classes as text lines, lowest top-1 first.
 pub fn worst_classes(cm: &ConfusionMatrix, names: &[String]) -> String {
     let worst = cm.worst(names, WORST);
-    let width = worst.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).min(40);
+    let names: Vec<String> = worst.iter().map(|c| escape_control(&c.name).into_owned()).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).min(40);
     let mut out = format!("worst classes (top-1, {} of {}):\n", worst.len(), cm.classes());
-    for c in &worst {
+    for (c, name) in worst.iter().zip(&names) {
         out.push_str(&format!(
             "  {:>4}  {:<width$}  {:>6.2}%  ({}/{})\n",
             c.index,
-            c.name,
+            name,
             100.0 * c.top1.unwrap_or(0.0),
             c.correct,
             c.images

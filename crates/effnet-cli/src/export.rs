@@ -26,6 +26,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if ext.as_deref() != Some(format.extension()) {
         bail!("{}: --format {format} writes a .{} file", args.output.display(), format.extension());
     }
+    // Before any work: a FIFO, a device or a symlink at --output is refused, not replaced.
+    effnet_config::fsio::check_output_target(&args.output)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", args.output.display()))?;
     let model_args = args.model.with_run()?;
     let device = model_args.device()?;
     let (arch, model, _) = model_args.load(&device)?;

@@ -2,6 +2,7 @@
 //! rows at a time so that a large batch never has to fit in memory at once.
 
 use anyhow::{Context, Result, bail};
+use effnet_config::fsio::AtomicFile;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,9 @@ impl NpyInput {
     /// Opens `path` and checks its header: dtype `<f4`, C order, and a shape whose data the
     /// file really holds (a header may claim 2^62 elements; nothing is allocated from it unchecked).
     pub fn open_f32(path: &Path) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        // A regular file only: a FIFO would block the open, a device read forever.
+        let file =
+            effnet_config::fsio::open_regular(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let file_len = file.metadata().with_context(|| format!("{}: cannot open", path.display()))?.len();
         let mut reader = BufReader::new(file);
         let not_npy = || format!("{}: not a .npy file", path.display());
@@ -104,45 +107,40 @@ fn parse_header(h: &str) -> Option<(String, bool, Vec<u64>)> {
     Some((descr, fortran, dims.collect::<Option<Vec<u64>>>()?))
 }
 
-/// A float32 `.npy` written a block of rows at a time into a temporary file, renamed into place
-/// by [`NpyOutput::finish`]; dropped unfinished (an error part-way), the temporary is removed.
+/// A float32 `.npy` written a block of rows at a time into a unique temporary file (an
+/// [`AtomicFile`]), renamed into place by [`NpyOutput::finish`]; dropped unfinished (an error
+/// part-way), the temporary is removed. Only a new path or a regular file is replaced.
 pub struct NpyOutput {
     path: PathBuf,
-    tmp: PathBuf,
+    tmp: Option<AtomicFile>,
     writer: Option<npyz::NpyWriter<f32, BufWriter<File>>>,
 }
 
 impl NpyOutput {
     pub fn create(path: &Path, shape: &[usize]) -> Result<Self> {
         use npyz::WriterBuilder;
-        let tmp = path.with_extension("npy.tmp");
-        let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let tmp = AtomicFile::create(path).with_context(|| format!("{}: cannot write", path.display()))?;
+        let file = tmp.file().try_clone().with_context(|| format!("{}: cannot write", path.display()))?;
         let writer = npyz::WriteOptions::new()
             .default_dtype()
             .shape(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>())
             .writer(BufWriter::new(file))
             .begin_nd()
-            .with_context(|| format!("{}: cannot write", tmp.display()))?;
-        Ok(Self { path: path.to_path_buf(), tmp, writer: Some(writer) })
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), tmp: Some(tmp), writer: Some(writer) })
     }
 
     pub fn push(&mut self, values: &[f32]) -> Result<()> {
         let w = self.writer.as_mut().expect("not finished");
-        w.extend(values.iter().copied()).with_context(|| format!("{}: cannot write", self.tmp.display()))
+        w.extend(values.iter().copied()).with_context(|| format!("{}: cannot write", self.path.display()))
     }
 
     pub fn finish(mut self) -> Result<()> {
         let w = self.writer.take().expect("not finished");
-        w.finish().with_context(|| format!("{}: cannot write", self.tmp.display()))?;
-        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("{}: cannot write", self.path.display()))
-    }
-}
-
-impl Drop for NpyOutput {
-    fn drop(&mut self) {
-        if self.writer.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        // Flushes the buffer (an error here is a full disk, reported rather than dropped).
+        w.finish().with_context(|| format!("{}: cannot write", self.path.display()))?;
+        let tmp = self.tmp.take().expect("not finished");
+        tmp.commit().with_context(|| format!("{}: cannot write", self.path.display()))
     }
 }
 

@@ -19,6 +19,8 @@ const MAX_RESOLUTION: usize = 4096;
 /// `effnet forward`: eval-mode logits of a float32 NCHW `.npy` batch, `--batch-size` images at
 /// a time: the input is read and the logits written block by block.
 pub fn forward(model_args: &ModelArgs, input: &Path, output: &Path) -> Result<()> {
+    // Before any work: a FIFO, a device or a symlink at --output is refused, not replaced.
+    effnet_config::fsio::check_output_target(output).with_context(|| format!("{}: cannot write", output.display()))?;
     let device = model_args.device()?;
     let precision = model_args.precision()?;
     let mut npy = npy::NpyInput::open_f32(input)?;
@@ -146,7 +148,16 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
     }
     let images = &good[..];
     // A run's own class names (classes.txt) where they fit the classifier; else ImageNet's.
-    let run_names = model_args.class_names()?.filter(|n| n.len() == classes);
+    let run_names = model_args.class_names()?;
+    if let Some(names) = &run_names
+        && names.len() != classes
+    {
+        eprintln!(
+            "warning: classes.txt names {} classes but the model has {classes}; printing class indices instead",
+            names.len()
+        );
+    }
+    let run_names = run_names.filter(|n| n.len() == classes);
     let labels: Vec<&str> = match &run_names {
         Some(names) => names.iter().map(String::as_str).collect(),
         None => IMAGENET_CLASSES.lines().collect(),
@@ -180,7 +191,9 @@ pub fn predict(model_args: &ModelArgs, images: &[PathBuf], opts: &PredictOptions
         for r in &results {
             println!("{}", r.image);
             for p in &r.top {
-                println!("  {:>5}  {:<40} {:>6.2}%", p.index, p.label, 100.0 * p.prob);
+                // Escaped: a class name may hold terminal control characters.
+                let label = effnet_train::text::escape_control(&p.label);
+                println!("  {:>5}  {:<40} {:>6.2}%", p.index, label, 100.0 * p.prob);
             }
         }
     }

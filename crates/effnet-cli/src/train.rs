@@ -66,6 +66,19 @@ pub fn run_eval(
     };
     runtime.apply(&mut src.config, config)?;
     let cfg = &src.config;
+    // A run's checkpoint/ folder given for the run: say so, rather than that the folder holds no
+    // per-epoch checkpoints (those are looked for in RUN_DIR/checkpoint/).
+    if checkpoint.is_dir() && checkpoint.file_name().is_some_and(|n| n == "checkpoint") {
+        let run = checkpoint.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !checkpoint.join("latest.bpk").exists() && run.join("checkpoint").is_dir() {
+            bail!(
+                "{}: the checkpoint/ folder of a run; pass the run directory {} instead ({})",
+                checkpoint.display(),
+                run.display(),
+                model_epochs_note(run)
+            );
+        }
+    }
     // burn-train's per-epoch checkpoint (network and EMA), by --epoch or given as a file.
     let from_epoch = match epoch {
         Some(n) if checkpoint.is_dir() => Some(epoch_model_path(checkpoint, n)?),
@@ -121,6 +134,12 @@ pub fn run_eval(
             arch.num_classes,
             cfg.data.path,
             ds.num_classes
+        );
+    }
+    if ds.num_classes < arch.num_classes {
+        eprintln!(
+            "warning: the dataset at {:?} has {} classes but the model {}: a label's index need not mean the class the model learnt under it",
+            cfg.data.path, ds.num_classes, arch.num_classes
         );
     }
     let (m, confusion) = evaluate(&net, split, &loaders, &device, precision);

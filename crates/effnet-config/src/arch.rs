@@ -266,6 +266,32 @@ impl Architecture {
         out
     }
 
+    /// Per image at `resolution`, the floats one forward pass produces: `(sum, largest)`, the
+    /// outputs of every convolution and the classifier (what training keeps for the backward
+    /// pass) and the largest single one. A lower bound (BatchNorm and activation outputs, SE and
+    /// scratch buffers are left out), so that a set-up refused by it surely cannot fit.
+    pub fn activation_floats(&self, resolution: usize) -> (u64, u64) {
+        let (mut sum, mut largest) = (0u64, 0u64);
+        let mut add = |n: u64| {
+            sum = sum.saturating_add(n);
+            largest = largest.max(n);
+        };
+        let mut side = (resolution as u64).div_ceil(2);
+        let area = |side: u64| side.saturating_mul(side);
+        add(area(side).saturating_mul(self.stem_channels as u64));
+        for b in self.blocks() {
+            if b.expand {
+                add(area(side).saturating_mul(b.mid_channels as u64));
+            }
+            side = side.div_ceil(b.stride.max(1) as u64);
+            add(area(side).saturating_mul(b.mid_channels as u64));
+            add(area(side).saturating_mul(b.out_channels as u64));
+        }
+        add(area(side).saturating_mul(self.head_channels as u64));
+        add(self.num_classes as u64);
+        (sum, largest)
+    }
+
     /// Total number of MBConv blocks.
     pub fn num_blocks(&self) -> usize {
         self.stages.iter().map(|s| s.repeats).sum()

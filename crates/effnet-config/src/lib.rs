@@ -8,6 +8,7 @@ pub mod arch;
 pub mod blocks;
 pub mod convention;
 pub mod error;
+pub mod fsio;
 pub mod head_init;
 pub mod normalization;
 pub mod regularization;

@@ -322,7 +322,12 @@ impl EfficientNet {
         let read_err = |e: &dyn fmt::Display| WeightsError::Read { file: file.clone(), message: e.to_string() };
         let cast = CastToModel::new(model_dtype(self));
         if Format::of(path) == Format::Burnpack {
-            let mut store = BurnpackStore::from_file(path).with_from_adapter(cast.clone());
+            // Read whole first: burn-store reads tensors lazily by path, and a checkpoint removed
+            // meanwhile (a training run pruning old epochs) must be an error, not a backend panic.
+            effnet_config::fsio::check_regular(path).map_err(|e| read_err(&e))?;
+            let bytes = std::fs::read(path).map_err(|e| read_err(&e))?;
+            let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes)))
+                .with_from_adapter(cast.clone());
             let r = self.load_from(&mut store).map_err(|e| read_err(&e))?;
             let mut report = finish(path, WeightLayout::Effnet, r, &[], None)?;
             report.notes.extend(cast.note(path).into_iter().chain(value_warnings(self, path, &|p| p.into())));

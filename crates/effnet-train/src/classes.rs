@@ -12,18 +12,21 @@ fn one_line(name: &str) -> String {
     name.replace(['\n', '\r'], " ")
 }
 
+/// A regular text file of at most [`effnet_config::fsio::MAX_TEXT_FILE`] bytes.
+fn read_text(path: &Path) -> Result<String, DataError> {
+    effnet_config::fsio::read_text_capped(path, effnet_config::fsio::MAX_TEXT_FILE).map_err(|e| DataError::io(path, e))
+}
+
 /// Writes `run_dir/classes.txt` atomically (a temporary file renamed over it), so a reader
 /// never sees half a list.
 pub fn write_classes(run_dir: &Path, names: &[String]) -> std::io::Result<PathBuf> {
     let path = run_dir.join(CLASSES_FILE);
-    let tmp = run_dir.join(format!("{CLASSES_FILE}.tmp"));
     let mut text = String::new();
     for n in names {
         text.push_str(&one_line(n));
         text.push('\n');
     }
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)?;
+    effnet_config::fsio::write_atomic(&path, text.as_bytes())?;
     Ok(path)
 }
 
@@ -33,7 +36,7 @@ pub fn read_classes(dir: &Path) -> Result<Option<Vec<String>>, DataError> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+    let text = read_text(&path)?;
     Ok(Some(text.lines().map(String::from).collect()))
 }
 
@@ -44,7 +47,7 @@ pub fn flowers_names(root: &Path, classes: usize) -> Result<Vec<String>, DataErr
     let json = root.join("cat_to_name.json");
     let txt = root.join("class_names.txt");
     if json.is_file() {
-        let text = std::fs::read_to_string(&json).map_err(|e| DataError::io(&json, e))?;
+        let text = read_text(&json)?;
         let map: std::collections::HashMap<String, String> = serde_json::from_str(&text)
             .map_err(|e| DataError::format(&json, format!("expected {{\"1\": \"name\", …}}: {e}")))?;
         return (1..=classes)
@@ -56,7 +59,7 @@ pub fn flowers_names(root: &Path, classes: usize) -> Result<Vec<String>, DataErr
             .collect();
     }
     if txt.is_file() {
-        let text = std::fs::read_to_string(&txt).map_err(|e| DataError::io(&txt, e))?;
+        let text = read_text(&txt)?;
         let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
         if names.len() != classes {
             return Err(DataError::format(&txt, format!("{} names for {classes} classes", names.len())));

@@ -15,6 +15,7 @@ pub mod fusion;
 pub mod init;
 pub mod learner;
 pub mod loss_scale;
+pub mod memory;
 pub mod optim;
 pub mod plan;
 pub mod plot;
@@ -22,6 +23,7 @@ pub mod precision;
 pub mod progress;
 pub mod run_dir;
 pub mod schedule;
+pub mod text;
 pub mod trainer;
 pub mod watchdog;
 

@@ -84,6 +84,18 @@ impl RunPlan {
             )));
         }
         let accumulation = cfg.train.grad_accumulation;
+        // More micro-batches to accumulate than an epoch has: no optimizer step in training,
+        // then one at the end with the summed gradients of several epochs.
+        let micro_batches = devices::steps_per_epoch(train_len, batch, replicas, 1);
+        if accumulation > micro_batches {
+            return Err(src.invalid(Invalid::new(
+                "train.grad_accumulation",
+                accumulation,
+                format!(
+                    "larger than the {micro_batches} micro-batches of an epoch ({train_len} training images, batch {batch}); no optimizer step would be taken"
+                ),
+            )));
+        }
         let steps_per_epoch = devices::steps_per_epoch(train_len, batch, replicas, accumulation);
         let parallelism = Parallelism::for_runtime(&cfg.runtime);
         let settings = StepSettings {
@@ -96,6 +108,31 @@ impl RunPlan {
             summed_gradients: parallelism.summed_replicas(replicas) * accumulation,
             precision: cfg.runtime.precision,
         };
+        let device_batch = devices::per_device_batch(batch, replicas);
+        // On the CPU, before the first allocation: a batch or image size that cannot fit is
+        // refused in one line rather than aborting the process part-way.
+        if matches!(cfg.runtime.backend, effnet_config::BackendKind::Flex | effnet_config::BackendKind::Ndarray) {
+            let size = cfg.data.image_size.unwrap_or(arch.resolution);
+            let needed = crate::memory::training_bytes(&arch, size, batch);
+            crate::memory::check_fits(
+                &format!("training {} at {size}² with batch {batch}", arch.name),
+                needed,
+                crate::memory::available_bytes(),
+                "lower train.batch_size or data.image_size (or model.num_classes)",
+            )
+            .map_err(TrainError::Run)?;
+        }
+        // Set-ups that run to the end but cannot learn much: one line each.
+        if replicas > 1 && device_batch < 2 {
+            eprintln!(
+                "warning: {replicas} devices share a batch of {batch}: each device's BatchNorm sees {device_batch} image(s) per step, which cannot normalise; use fewer devices or a larger train.batch_size"
+            );
+        }
+        if cfg.train.freeze_backbone_epochs >= cfg.train.epochs && cfg.train.init_weights.is_none() {
+            eprintln!(
+                "warning: train.freeze_backbone_epochs = train.epochs with no train.init_weights: only the classifier trains, on a randomly initialised backbone"
+            );
+        }
         Ok(Self {
             loaders: LoaderSpec::new(cfg, &arch),
             top_k: top_k(arch.num_classes),
@@ -103,7 +140,7 @@ impl RunPlan {
             replicas,
             parallelism,
             batch,
-            device_batch: devices::per_device_batch(batch, replicas),
+            device_batch,
             positions,
             steps_per_epoch,
             peak_lr: scaled_lr(&cfg.optim, batch * accumulation),

@@ -67,13 +67,35 @@ fn tail(text: &str, max: usize) -> String {
     if n <= max { text.to_string() } else { format!("…{}", text.chars().skip(n - max + 1).collect::<String>()) }
 }
 
-/// Draws one plot of `metric` per epoch to `path`.
+/// Draws one plot of `metric` per epoch to `path`: rendered in memory, encoded as PNG and
+/// written through [`effnet_config::fsio::write_atomic`] (never through a symlink or a FIFO).
 pub fn draw(
     path: &Path,
     rows: &[EpochRow],
     metric: Metric,
     ctx: &PlotContext,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let (w, h) = PLOT_SIZE;
+    let mut rgb = vec![0u8; w as usize * h as usize * 3];
+    if !render(&mut rgb, rows, metric, ctx)? {
+        // Nothing to plot: no file.
+        return Ok(());
+    }
+    let img = image::RgbImage::from_raw(w, h, rgb).ok_or("plot buffer of the wrong size")?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    effnet_config::fsio::write_atomic(path, &png)?;
+    Ok(())
+}
+
+/// Draws one plot of `metric` per epoch into an RGB buffer of [`PLOT_SIZE`]; `false` when there
+/// is nothing to plot.
+fn render(
+    rgb: &mut [u8],
+    rows: &[EpochRow],
+    metric: Metric,
+    ctx: &PlotContext,
+) -> Result<bool, Box<dyn std::error::Error>> {
     register();
     let series = |split: &str| -> Vec<(f64, f64)> {
         rows.iter()
@@ -89,7 +111,7 @@ pub fn draw(
     };
     let ema = ema.filter(|v| v.is_finite()).map(|v| (last_epoch as f64, v));
     if train.is_empty() && valid.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let all: Vec<f64> = train.iter().chain(&valid).chain(&ema).map(|p| p.1).collect();
     let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
@@ -112,7 +134,7 @@ pub fn draw(
     };
     let title = tail(&format!("{what} · {} · {}", ctx.run_dir, ctx.model), 80);
 
-    let root = BitMapBackend::new(path, PLOT_SIZE).into_drawing_area();
+    let root = BitMapBackend::with_buffer(rgb, PLOT_SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FAMILY, 20))
@@ -184,7 +206,7 @@ pub fn draw(
         .border_style(BLACK.mix(0.4))
         .draw()?;
     root.present()?;
-    Ok(())
+    Ok(true)
 }
 
 /// Writes `loss.png` and `accuracy.png` (top-1); failures only warn.

@@ -229,7 +229,16 @@ pub fn train_with(
     };
     // The final evaluation and export beat no steps.
     drop(watchdog);
-    crate::run_dir::write_end_of_run(cfg, &plan.arch, run_dir, trained, &ds, &plan.loaders, &device)
+    let summary = crate::run_dir::write_end_of_run(cfg, &plan.arch, run_dir, trained, &ds, &plan.loaders, &device)?;
+    // Like a non-finite training loss, a non-finite final validation loss is a failed run.
+    if !summary.final_.val_loss.is_finite() {
+        return Err(TrainError::Run(format!(
+            "the final validation loss is {} (not finite): the trained network is unusable (lower optim.lr or set train.grad_clip_norm); its files are in {}",
+            summary.final_.val_loss,
+            run_dir.display()
+        )));
+    }
+    Ok(summary)
 }
 
 /// `runtime.stall_timeout_s`: ends the process with a one-line error naming the last complete

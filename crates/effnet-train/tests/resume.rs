@@ -161,9 +161,12 @@ fn resume_completes_the_end_of_run_files_of_a_finished_run() {
     for f in ["summary.json", "ema.bpk", "loss.png"] {
         std::fs::remove_file(dir.join(f)).unwrap();
     }
-    // Temporaries of a killed run: ours (write-then-rename) and burnpack's.
-    std::fs::write(dir.join("summary.tmp"), "{").unwrap();
+    // Temporaries of a killed run: ours (write-then-rename) and burnpack's; and a user's own
+    // `*.tmp` files, which are not ours to delete.
+    std::fs::write(dir.join(".summary.json.a1b2C3d4.effnet-tmp"), "{").unwrap();
     std::fs::write(dir.join("checkpoint/.model-3.bpk.999-0.tmp"), [0u8; 16]).unwrap();
+    std::fs::write(dir.join("notes.tmp"), "mine").unwrap();
+    std::fs::write(dir.join("summary.tmp"), "mine too").unwrap();
     let s = train(&tiny(2, ""), &dir, true).unwrap();
     assert_eq!(s.epochs, 2);
     for f in ["summary.json", "ema.bpk", "loss.png", "latest.bpk"] {
@@ -177,7 +180,17 @@ fn resume_completes_the_end_of_run_files_of_a_finished_run() {
     assert_eq!(a["best"], b["best"]);
     let (x, y) = (a["ema"]["val_top1"].as_f64().unwrap(), b["ema"]["val_top1"].as_f64().unwrap());
     assert!((x - y).abs() < 1e-9, "EMA top-1 {x} vs {y}");
-    assert!(!dir.join("summary.tmp").exists() && !dir.join("checkpoint/.model-3.bpk.999-0.tmp").exists());
+    assert!(!dir.join(".summary.json.a1b2C3d4.effnet-tmp").exists());
+    assert!(!dir.join("checkpoint/.model-3.bpk.999-0.tmp").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("notes.tmp")).unwrap(), "mine");
+    assert_eq!(std::fs::read_to_string(dir.join("summary.tmp")).unwrap(), "mine too");
+    // No temporary of this run is left behind.
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(effnet_config::fsio::TEMP_SUFFIX))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // Now complete: refused as before.
     let e = train(&tiny(2, ""), &dir, true).unwrap_err().to_string();
     assert!(e.contains("already trained for 2 epochs"), "{e}");
@@ -213,4 +226,59 @@ fn a_batch_larger_than_the_training_split_is_refused() {
     let e = train(&src, &dir, false).unwrap_err().to_string();
     assert!(e.contains("key `train.batch_size`: invalid value 100000") && e.contains("1438"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_folder_of_the_users_own_is_refused_untouched() {
+    let dir = tmp("users-own");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = [
+        ("config.toml", "# my own, commented\n[train]\nepochs = 1\n"),
+        ("metrics.csv", "a,b\n1,2\n"),
+        ("notes.tmp", "mine"),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    for resume in [false, true] {
+        let e = train(&tiny(1, ""), &dir, resume).unwrap_err().to_string();
+        assert!(e.contains("not empty and not an effnet run directory"), "{e}");
+        assert!(e.contains("config.toml, metrics.csv, notes.tmp"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        // Nothing changed, nothing added (no lock file, no marker).
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, files.map(|(n, _)| n.to_string()));
+        for (name, text) in files {
+            assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), text);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_is_read_whole_or_refused_in_one_line() {
+    use effnet_train::run_dir::load_training_checkpoint;
+    let _serial = common::serial();
+    let dir = copy_of_base("eager");
+    let cfg = tiny(2, "").config;
+    let arch = cfg.model.architecture().unwrap();
+    let device = burn::prelude::Device::flex();
+    let path = dir.join("checkpoint/model-2.bpk");
+    // Loaded from memory: the file may go away right after.
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(load_training_checkpoint(&path, &arch, cfg.train.ema_decay, &device).is_ok());
+    std::fs::remove_file(&path).unwrap();
+    let e = load_training_checkpoint(&path, &arch, cfg.train.ema_decay, &device).unwrap_err().to_string();
+    assert!(e.contains("model-2.bpk") && e.lines().count() == 1, "{e}");
+    // A FIFO in its place is refused, not opened (which would block).
+    assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+    let e = load_training_checkpoint(&path, &arch, cfg.train.ema_decay, &device).unwrap_err().to_string();
+    assert!(e.contains("a FIFO, not a regular file"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+    // A truncated one is an error too.
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(load_training_checkpoint(&path, &arch, cfg.train.ema_decay, &device).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -106,7 +106,15 @@ impl DataConfig {
             in_range_usize("data.image_size", s, 8, 4096)?;
         }
         in_range_usize("data.num_workers", self.num_workers, 0, 256)?;
+        for (i, m) in self.mean.iter().flatten().enumerate() {
+            if !m.is_finite() {
+                return Err(Invalid::new(&format!("data.mean[{i}]"), m, "must be a finite number"));
+            }
+        }
         for (i, s) in self.std.iter().flatten().enumerate() {
+            if !s.is_finite() {
+                return Err(Invalid::new(&format!("data.std[{i}]"), s, "must be a finite number"));
+            }
             if *s <= 0.0 {
                 return Err(Invalid::new(&format!("data.std[{i}]"), s, "must be positive"));
             }

@@ -52,8 +52,9 @@ impl EffnetConfig {
 
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.to_path_buf(), source })?;
+        // A regular file of at most 64 MB: a FIFO would block, /dev/zero would fill the memory.
+        let text = crate::fsio::read_text_capped(path, crate::fsio::MAX_TEXT_FILE)
+            .map_err(|source| ConfigError::Io { file: path.to_path_buf(), source })?;
         Self::from_toml_str(&text, path)
     }
 
@@ -98,7 +99,13 @@ impl EffnetConfig {
 
 fn parse_error(file: &Path, text: &str, key: Option<String>, e: &toml::de::Error) -> ConfigError {
     let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-    ConfigError::Parse { file: file.to_path_buf(), line, column, key, message: e.message().trim().to_string() }
+    ConfigError::Parse {
+        file: file.to_path_buf(),
+        line,
+        column,
+        key,
+        message: crate::error::cut(e.message().trim().to_string(), 1000),
+    }
 }
 
 /// 1-based line and column of a byte offset.
@@ -119,6 +126,12 @@ fn test_parse(text: &str) -> Result<EffnetConfig, ConfigError> {
 mod tests {
     use super::test_parse as parse;
     use super::*;
+
+    #[test]
+    fn a_huge_bad_value_is_not_echoed_whole() {
+        let e = parse(&format!("[model]\nvariant = \"{}\"\n", "x".repeat(1_000_000))).unwrap_err().to_string();
+        assert!(e.len() < 1500 && e.contains("model.variant"), "{} bytes", e.len());
+    }
 
     #[test]
     fn empty_file_is_b0_defaults() {

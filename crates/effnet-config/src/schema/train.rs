@@ -58,6 +58,15 @@ impl TrainConfig {
         in_range_usize("train.batch_size", self.batch_size, 1, 1 << 20)?;
         probability("train.label_smoothing", self.label_smoothing, false)?;
         in_range_usize("train.grad_accumulation", self.grad_accumulation, 1, 4096)?;
+        // A run's config.toml records the seed, and TOML integers are i64: a larger seed would
+        // train, then make the run unreadable for --resume and eval --run.
+        if self.seed > i64::MAX as u64 {
+            return Err(Invalid::new(
+                "train.seed",
+                self.seed,
+                format!("must be at most {} (a TOML integer)", i64::MAX),
+            ));
+        }
         if let Some(c) = self.grad_clip_norm {
             positive("train.grad_clip_norm", c)?;
         }

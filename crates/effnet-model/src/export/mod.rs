@@ -153,17 +153,8 @@ pub fn export(
     Ok(summary)
 }
 
-/// Writes through a temporary file beside `path`, so that a failed export leaves no half file.
+/// Writes through a unique temporary file beside `path`, so that a failed export leaves no half
+/// file; only a new path or a regular file is replaced (see [`effnet_config::fsio`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    if path.is_dir() {
-        return Err("is a directory".into());
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        e.to_string()
-    })
+    effnet_config::fsio::write_atomic(path, bytes).map_err(|e| e.to_string())
 }

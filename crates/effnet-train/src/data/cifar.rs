@@ -74,15 +74,24 @@ pub fn open_cifar_binary(root: &Path, labels: LabelKind) -> Result<OpenedDataset
     let mut splits = Vec::new();
     for name in ["train", "test"] {
         let file = dir.join(format!("{name}.bin"));
-        let bytes = read_file(&file)?;
+        // The size the format implies, checked before the file is read.
+        let len = match effnet_config::fsio::check_regular(&file) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DataError::missing(&file, "file not found"));
+            }
+            Err(e) => return Err(DataError::io(&file, e)),
+        };
+        let bytes = if len > 0 && len.is_multiple_of(RECORD as u64) { read_file(&file)? } else { Vec::new() };
+        let bytes_len = if bytes.is_empty() { len as usize } else { bytes.len() };
         if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
             return Err(DataError::format(
                 &file,
                 format!(
                     "truncated or not CIFAR-100 binary: {} bytes is not a whole number of {RECORD}-byte records ({} records and {} bytes left over)",
-                    bytes.len(),
-                    bytes.len() / RECORD,
-                    bytes.len() % RECORD
+                    bytes_len,
+                    bytes_len / RECORD,
+                    bytes_len % RECORD
                 ),
             ));
         }

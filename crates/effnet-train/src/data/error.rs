@@ -93,10 +93,92 @@ pub(crate) fn require_dir(path: &Path, what: &str) -> Result<(), DataError> {
     }
 }
 
-/// Reads a whole file, naming it on failure.
+/// The largest dataset file read whole (a CIFAR-100 `train.bin` is 154 MB).
+pub const MAX_DATA_FILE: u64 = 2 << 30;
+
+/// The largest image file decoded (a 100-megapixel PNG is far smaller).
+pub const MAX_IMAGE_FILE: u64 = 256 << 20;
+
+/// Reads a whole dataset file of at most [`MAX_DATA_FILE`] bytes, naming it on failure; a FIFO,
+/// a device or a socket is refused before it is opened.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    read_file_capped(path, MAX_DATA_FILE)
+}
+
+/// [`read_file`] with another size cap.
+pub(crate) fn read_file_capped(path: &Path, cap: u64) -> Result<Vec<u8>, DataError> {
     if !path.exists() {
         return Err(DataError::missing(path, "file not found"));
     }
-    std::fs::read(path).map_err(|e| DataError::io(path, e))
+    effnet_config::fsio::read_capped(path, cap).map_err(|e| DataError::io(path, e))
+}
+
+/// Reads an image file: a regular file of at most [`MAX_IMAGE_FILE`] bytes whose first bytes
+/// are a PNG or JPEG signature, checked before the whole file is read.
+pub fn read_image_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    use std::io::Read;
+    if !path.exists() {
+        return Err(DataError::missing(path, "file not found"));
+    }
+    let mut head = Vec::with_capacity(16);
+    effnet_config::fsio::open_regular(path)
+        .and_then(|f| f.take(16).read_to_end(&mut head))
+        .map_err(|e| DataError::io(path, e))?;
+    match image::guess_format(&head) {
+        Ok(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        _ => {
+            return Err(DataError::Decode {
+                path: path.to_path_buf(),
+                message: "not a PNG or JPEG file (its first bytes are no PNG or JPEG signature)".into(),
+            });
+        }
+    }
+    read_file_capped(path, MAX_IMAGE_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("effnet-data-error-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn images_are_checked_before_they_are_read_whole() {
+        let d = dir("images");
+        // A 10 GB sparse file: neither is read.
+        let fake = d.join("fake.png");
+        std::fs::File::create(&fake).unwrap().set_len(10 << 30).unwrap();
+        let e = read_image_file(&fake).unwrap_err().to_string();
+        assert!(e.contains("not a PNG or JPEG"), "{e}");
+        let big = d.join("big.png");
+        std::fs::write(&big, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+        std::fs::OpenOptions::new().write(true).open(&big).unwrap().set_len(10 << 30).unwrap();
+        let e = read_image_file(&big).unwrap_err().to_string();
+        assert!(e.contains("more than the 256 MB"), "{e}");
+        let e = read_image_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("character device"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn cifar_binary_sizes_are_checked_before_reading() {
+        let d = dir("cifar");
+        let bin = d.join("cifar-100-binary");
+        std::fs::create_dir_all(&bin).unwrap();
+        // Sparse, 2 records and a byte: refused by its size alone.
+        std::fs::File::create(bin.join("train.bin")).unwrap().set_len(2 * 3073 + 1).unwrap();
+        let e = crate::data::open_cifar_binary(&d, effnet_config::LabelKind::Fine).unwrap_err().to_string();
+        assert!(e.contains("train.bin") && e.contains("6147 bytes"), "{e}");
+        // /dev/zero in its place is refused, not read until memory runs out.
+        std::fs::remove_file(bin.join("train.bin")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", bin.join("train.bin")).unwrap();
+        let e = crate::data::open_cifar_binary(&d, effnet_config::LabelKind::Fine).unwrap_err().to_string();
+        assert!(e.contains("train.bin") && e.contains("character device"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

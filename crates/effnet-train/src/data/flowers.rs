@@ -44,7 +44,7 @@ impl FlowersDataset {
 
 /// Decodes an image file to RGB, naming the file on failure.
 pub(crate) fn decode(path: &Path) -> Result<image::RgbImage, DataError> {
-    let bytes = read_file(path)?;
+    let bytes = super::error::read_image_file(path)?;
     let img =
         image::load_from_memory(&bytes).map_err(|e| DataError::Decode { path: path.into(), message: e.to_string() })?;
     Ok(img.into_rgb8())
@@ -95,20 +95,42 @@ fn mat_ints(path: &Path, name: &str) -> Result<Vec<i64>, DataError> {
         .map_err(|e| DataError::format(path, format!("not a readable MATLAB v5 file ({e})")))?;
     let arr = parsed.find_by_name(name).ok_or_else(|| {
         let have: Vec<&str> = parsed.arrays().iter().map(|a| a.name()).collect();
+        // matfile skips char, cell and struct arrays: a variable of that name in the (uncompressed)
+        // data is there with the wrong type, not missing.
+        let data = bytes.get(128..).unwrap_or_default();
+        if !name.is_empty() && data.windows(name.len()).any(|w| w == name.as_bytes()) {
+            return DataError::format(
+                path,
+                format!(
+                    "variable `{name}` is not a numeric array (a char, cell or struct array?); expected numeric ids"
+                ),
+            );
+        }
         DataError::format(path, format!("no variable `{name}` (found: {})", have.join(", ")))
     })?;
     use matfile::NumericData as N;
+    let complex =
+        || DataError::format(path, format!("variable `{name}` holds complex numbers; expected real integer ids"));
+    // Each array type as f64; a non-zero imaginary part is an error, not dropped.
+    macro_rules! reals {
+        ($real:expr, $imag:expr) => {{
+            if $imag.as_ref().is_some_and(|im| im.iter().any(|&x| x as f64 != 0.0)) {
+                return Err(complex());
+            }
+            $real.iter().map(|&x| x as f64).collect()
+        }};
+    }
     let v: Vec<f64> = match arr.data() {
-        N::Double { real, .. } => real.clone(),
-        N::Single { real, .. } => real.iter().map(|&x| x as f64).collect(),
-        N::UInt8 { real, .. } => real.iter().map(|&x| x as f64).collect(),
-        N::UInt16 { real, .. } => real.iter().map(|&x| x as f64).collect(),
-        N::Int16 { real, .. } => real.iter().map(|&x| x as f64).collect(),
-        N::Int32 { real, .. } => real.iter().map(|&x| x as f64).collect(),
-        N::UInt32 { real, .. } => real.iter().map(|&x| x as f64).collect(),
-        N::Int64 { real, .. } => real.iter().map(|&x| x as f64).collect(),
-        N::UInt64 { real, .. } => real.iter().map(|&x| x as f64).collect(),
-        N::Int8 { real, .. } => real.iter().map(|&x| x as f64).collect(),
+        N::Double { real, imag } => reals!(real, imag),
+        N::Single { real, imag } => reals!(real, imag),
+        N::UInt8 { real, imag } => reals!(real, imag),
+        N::UInt16 { real, imag } => reals!(real, imag),
+        N::Int16 { real, imag } => reals!(real, imag),
+        N::Int32 { real, imag } => reals!(real, imag),
+        N::UInt32 { real, imag } => reals!(real, imag),
+        N::Int64 { real, imag } => reals!(real, imag),
+        N::UInt64 { real, imag } => reals!(real, imag),
+        N::Int8 { real, imag } => reals!(real, imag),
     };
     v.iter()
         .enumerate()
@@ -165,4 +187,80 @@ pub fn open_flowers102(root: &Path, skip_corrupt: bool) -> Result<OpenedDataset,
     }
     let class_names = crate::classes::flowers_names(root, FLOWERS_CLASSES)?;
     Ok(OpenedDataset { kind: DatasetKind::Flowers102, splits, num_classes: FLOWERS_CLASSES, class_names })
+}
+
+#[cfg(test)]
+mod mat_tests {
+    use super::*;
+
+    /// A MATLAB v5 file holding one 1×n char array (UTF-16 data).
+    fn mat_v5_char(name: &str, text: &str) -> Vec<u8> {
+        let mut out = mat_v5(name, &[0.0; 1], None);
+        // Class 4 (char) in the array flags, and the data element as miUINT16.
+        let flags_at = 128 + 8 + 8;
+        out[flags_at] = 4;
+        let units: Vec<u16> = text.encode_utf16().collect();
+        let data_tag = out.len() - 16;
+        out.truncate(data_tag);
+        out.extend(4u32.to_le_bytes());
+        out.extend(((units.len() * 2) as u32).to_le_bytes());
+        units.iter().for_each(|u| out.extend(u.to_le_bytes()));
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        let len = (out.len() - 136) as u32;
+        out[132..136].copy_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    /// A MATLAB v5 file holding one 1×n double variable, complex when `imag` is given.
+    fn mat_v5(name: &str, real: &[f64], imag: Option<&[f64]>) -> Vec<u8> {
+        let pad8 = |v: &mut Vec<u8>| v.resize(v.len().div_ceil(8) * 8, 0);
+        let mut m = Vec::new();
+        let tag = |v: &mut Vec<u8>, ty: u32, len: usize| {
+            v.extend(ty.to_le_bytes());
+            v.extend((len as u32).to_le_bytes());
+        };
+        let flags = 6u32 | if imag.is_some() { 0x0800 } else { 0 };
+        tag(&mut m, 6, 8);
+        m.extend(flags.to_le_bytes());
+        m.extend(0u32.to_le_bytes());
+        tag(&mut m, 5, 8);
+        m.extend(1i32.to_le_bytes());
+        m.extend((real.len() as i32).to_le_bytes());
+        tag(&mut m, 1, name.len());
+        m.extend(name.as_bytes());
+        pad8(&mut m);
+        for part in std::iter::once(real).chain(imag) {
+            tag(&mut m, 9, part.len() * 8);
+            part.iter().for_each(|x| m.extend(x.to_le_bytes()));
+        }
+        let mut out = format!("MATLAB 5.0 MAT-file, effnet test{}", " ".repeat(116)).into_bytes();
+        out.truncate(116);
+        out.extend([0u8; 8]);
+        out.extend(0x0100u16.to_le_bytes());
+        out.extend(b"IM");
+        tag(&mut out, 14, m.len());
+        out.extend(m);
+        out
+    }
+
+    #[test]
+    fn complex_ids_are_refused_not_truncated() {
+        let d = std::env::temp_dir().join(format!("effnet-mat-complex-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("setid.mat");
+        std::fs::write(&f, mat_v5("trnid", &[1.0, 2.0, 3.0], None)).unwrap();
+        assert_eq!(mat_ints(&f, "trnid").unwrap(), [1, 2, 3]);
+        std::fs::write(&f, mat_v5("trnid", &[1.0, 2.0, 3.0], Some(&[0.0, 0.0, 0.0]))).unwrap();
+        assert_eq!(mat_ints(&f, "trnid").unwrap(), [1, 2, 3]);
+        std::fs::write(&f, mat_v5("trnid", &[1.0, 2.0, 3.0], Some(&[0.0, 5.0, 0.0]))).unwrap();
+        let e = mat_ints(&f, "trnid").unwrap_err().to_string();
+        assert!(e.contains("setid.mat") && e.contains("`trnid` holds complex numbers"), "{e}");
+        // Item 19: present with the wrong type is not "missing".
+        std::fs::write(&f, mat_v5_char("trnid", "abc")).unwrap();
+        let e = mat_ints(&f, "trnid").unwrap_err().to_string();
+        assert!(e.contains("`trnid` is not a numeric array"), "{e}");
+        let e = mat_ints(&f, "tstid").unwrap_err().to_string();
+        assert!(e.contains("no variable `tstid`"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

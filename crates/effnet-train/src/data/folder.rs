@@ -75,7 +75,10 @@ fn scan_classes(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, DataError> {
         if !p.is_dir() {
             continue;
         }
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        // A lossy conversion would give two folders such as `\xff` and `\xfe` one name (`�`).
+        let name = p.file_name().unwrap().to_str().map(String::from).ok_or_else(|| {
+            DataError::format(&p, "class folder name is not valid UTF-8 (class names must be text); rename the folder")
+        })?;
         let images: Vec<PathBuf> = sorted_entries(&p)?.into_iter().filter(|f| f.is_file() && is_image(f)).collect();
         if images.is_empty() {
             return Err(DataError::EmptyClass { path: p });
@@ -133,16 +136,32 @@ pub fn open_folder(root: &Path, cfg: &DataConfig) -> Result<OpenedDataset, DataE
     let class_names: Vec<String> = classes.iter().map(|(n, _)| n.clone()).collect();
     let mut by_split: BTreeMap<&str, Vec<(PathBuf, usize)>> = BTreeMap::new();
     if let Some(split_file) = &cfg.split_file {
-        // Layout 2: an explicit split file.
+        // Layout 2: an explicit split file, inside the root, as is every image it lists.
+        let canon_root = root.canonicalize().map_err(|e| DataError::io(root, e))?;
         let file = root.join(split_file);
-        let text = String::from_utf8_lossy(&super::error::read_file(&file)?).into_owned();
+        let inside = |p: &Path| p.canonicalize().is_ok_and(|c| c.starts_with(&canon_root));
+        if file.exists() && !inside(&file) {
+            return Err(DataError::Config {
+                path: root.to_path_buf(),
+                key: "split_file".into(),
+                message: format!("{:?} leaves the dataset root; a split file must lie inside it", short(split_file)),
+            });
+        }
+        let bytes = super::error::read_file_capped(&file, effnet_config::fsio::MAX_TEXT_FILE)?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut seen: std::collections::HashMap<PathBuf, (&str, usize)> = std::collections::HashMap::new();
+        let (mut duplicates, mut crossed) = (0usize, 0usize);
+        let mut first_repeat: Option<String> = None;
         for (ln, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
             let (split, rel) = line.split_once(char::is_whitespace).ok_or_else(|| {
-                DataError::format(&file, format!("line {}: expected `<split> <class>/<image>`, found {line:?}", ln + 1))
+                DataError::format(
+                    &file,
+                    format!("line {}: expected `<split> <class>/<image>`, found {:?}", ln + 1, short(line)),
+                )
             })?;
             let split = match split {
                 "train" => "train",
@@ -151,23 +170,60 @@ pub fn open_folder(root: &Path, cfg: &DataConfig) -> Result<OpenedDataset, DataE
                 other => {
                     return Err(DataError::format(
                         &file,
-                        format!("line {}: unknown split {other:?} (train, valid or test)", ln + 1),
+                        format!("line {}: unknown split {:?} (train, valid or test)", ln + 1, short(other)),
                     ));
                 }
             };
             let rel = rel.trim();
-            let class = Path::new(rel).components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let rel_path = Path::new(rel);
+            let leaves = |why: &str| {
+                DataError::format(
+                    &file,
+                    format!("line {}: {:?} {why}; listed images must lie inside the dataset root", ln + 1, short(rel)),
+                )
+            };
+            if rel_path.is_absolute() {
+                return Err(leaves("is an absolute path"));
+            }
+            if rel_path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(leaves("goes up with `..`"));
+            }
+            let class = rel_path.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
             let label = class.and_then(|c| class_names.iter().position(|n| *n == c)).ok_or_else(|| {
-                DataError::format(&file, format!("line {}: {rel:?} is not under a class folder", ln + 1))
+                DataError::format(&file, format!("line {}: {:?} is not under a class folder", ln + 1, short(rel)))
             })?;
             let path = root.join(rel);
             if !path.is_file() {
                 return Err(DataError::missing(&path, format!("listed in {} line {}", file.display(), ln + 1)));
             }
+            if !inside(&path) {
+                return Err(leaves("leads outside the root through a symbolic link"));
+            }
+            if let Some(&(first_split, first_line)) = seen.get(&path) {
+                if first_split == split {
+                    duplicates += 1;
+                } else {
+                    crossed += 1;
+                }
+                first_repeat
+                    .get_or_insert_with(|| format!("line {} repeats line {first_line} ({:?})", ln + 1, short(rel)));
+                if first_split == split {
+                    continue;
+                }
+            } else {
+                seen.insert(path.clone(), (split, ln + 1));
+            }
             by_split.entry(split).or_default().push((path, label));
         }
         if by_split.get("train").is_none_or(Vec::is_empty) {
             return Err(DataError::format(&file, "no `train` images listed"));
+        }
+        if duplicates + crossed > 0 {
+            eprintln!(
+                "warning: {}: {duplicates} image(s) listed twice in one split (counted once) and {crossed} listed in two splits (a validation image seen in training); first: {}",
+                file.display(),
+                first_repeat.unwrap_or_default()
+            );
         }
     } else {
         // Layout 3: a seeded, stratified hold-out that does not depend on the machine.
@@ -196,6 +252,14 @@ pub fn open_folder(root: &Path, cfg: &DataConfig) -> Result<OpenedDataset, DataE
         }
     }
     Ok(OpenedDataset { kind: DatasetKind::Folder, splits, num_classes: class_names.len(), class_names })
+}
+
+/// A value from a file as echoed in a message: at most 80 characters.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// 64-bit FNV-1a: a stable seed from a class name.

@@ -149,7 +149,11 @@ fn catmull_rom(x: f32) -> f32 {
 /// the file is a JPEG that ends before its end-of-image marker: the decoder then fills in the
 /// missing part instead of failing, and the prediction is of a partly grey picture.
 pub fn open_image(path: &Path) -> Result<(RgbImage, Option<String>), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    // A regular PNG/JPEG file of bounded size, checked before it is read whole.
+    let bytes = super::error::read_image_file(path).map_err(|e| match e {
+        super::DataError::Io { error, .. } => format!("{}: cannot read: {error}", path.display()),
+        e => e.to_string(),
+    })?;
     let img = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?

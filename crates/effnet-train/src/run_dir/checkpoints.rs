@@ -167,9 +167,13 @@ pub fn load_training_checkpoint(
     device: &Device,
 ) -> Result<TrainingModel, TrainError> {
     let settings = StepSettings::for_loading(arch, ema_decay);
-    TrainingModel::new(EfficientNet::new(arch, device), settings, 0)
-        .try_load_file(path)
-        .map_err(|e| TrainError::Run(format!("{}: {}", path.display(), one_line(&e.to_string()))))
+    // Read whole before anything loads from it: burn-store reads tensors lazily by path, so a
+    // checkpoint that a running training prunes meanwhile would fail deep inside the backend.
+    let fail = |e: &dyn std::fmt::Display| TrainError::Run(format!("{}: {}", path.display(), one_line(&e.to_string())));
+    effnet_config::fsio::check_regular(path).map_err(|e| fail(&e))?;
+    let bytes = std::fs::read(path).map_err(|e| fail(&e))?;
+    let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).map_err(|e| fail(&e))?;
+    TrainingModel::new(EfficientNet::new(arch, device), settings, 0).try_load_record(record).map_err(|e| fail(&e))
 }
 
 /// The first line of a message, and how many lines were left out (record errors list every

@@ -8,8 +8,12 @@
 //!   is finite, falling back to an earlier epoch (with a warning naming the file) otherwise;
 //! - a run whose last epoch finished but whose end-of-run files are missing is completed by
 //!   `--resume` rather than refused as already trained;
-//! - temporaries left by a killed run are removed at start, and old epoch checkpoints are pruned
-//!   ([`KeepLastAndBest`]) also after a resume.
+//! - a run directory is new, empty, or effnet's own (it holds [`MARKER_FILE`], written when a
+//!   run starts, or the `config.toml` an earlier effnet wrote); a folder of the user's own is
+//!   refused, naming the files a run would touch, before anything in it is written;
+//! - temporaries left by a killed run are removed at start (only effnet's and burn-store's own
+//!   temporary names, see [`effnet_config::fsio::is_own_temporary`]), and old epoch checkpoints
+//!   are pruned ([`KeepLastAndBest`]) also after a resume.
 
 use crate::trainer::TrainError;
 use effnet_config::EffnetConfig;
@@ -29,6 +33,9 @@ pub use resume_config::*;
 
 /// The lock file in the run directory; it holds the PID of the run that holds the lock.
 pub const LOCK_FILE: &str = "train.lock";
+
+/// The file that marks a directory as an effnet run directory, written when a run starts.
+pub const MARKER_FILE: &str = ".effnet-run";
 
 /// Files written at the end of a run, after the last epoch (see [`write_end_of_run`]).
 const END_OF_RUN_FILES: &[&str] = &["latest.bpk", "summary.json", "loss.png", "accuracy.png"];
@@ -85,8 +92,14 @@ pub fn begin(run_dir: &Path, cfg: &EffnetConfig, resume: bool) -> Result<(RunLoc
     if resume && !run_dir.exists() {
         return Err(no_checkpoint());
     }
+    check_ownership(run_dir)?;
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
     let lock = RunLock::acquire(run_dir)?;
+    let marker = run_dir.join(MARKER_FILE);
+    if !marker.is_file() {
+        effnet_config::fsio::write_atomic(&marker, b"effnet run directory: effnet train writes here\n")
+            .map_err(io(&marker))?;
+    }
     remove_stale_temporaries(run_dir);
     if !resume {
         if latest_checkpoint(run_dir).is_some() {
@@ -116,14 +129,51 @@ pub fn begin(run_dir: &Path, cfg: &EffnetConfig, resume: bool) -> Result<(RunLoc
     Ok((lock, epoch))
 }
 
-/// Removes `*.tmp` files in the run directory and its `checkpoint/` (ours and burnpack's
-/// atomic-write scratch files): with the lock held, no other run is writing them.
+/// Whether `run_dir` is effnet's own: it holds [`MARKER_FILE`], or (a run of an effnet from
+/// before the marker) a `config.toml` that `effnet train` resolved.
+fn is_effnet_run_dir(run_dir: &Path) -> bool {
+    if run_dir.join(MARKER_FILE).is_file() {
+        return true;
+    }
+    let start = crate::config_source::HEADER_START.as_bytes();
+    let mut head = vec![0u8; start.len()];
+    effnet_config::fsio::open_regular(&run_dir.join("config.toml")).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && head == start
+}
+
+/// Refuses a run directory that exists, is not empty and is not effnet's own (see
+/// [`is_effnet_run_dir`]): a run would overwrite `config.toml`, `metrics.csv` and more there.
+/// The lock file alone (a run that is starting) counts as empty.
+fn check_ownership(run_dir: &Path) -> Result<(), TrainError> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return Ok(()) };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != LOCK_FILE && n != MARKER_FILE)
+        .collect();
+    if names.is_empty() || is_effnet_run_dir(run_dir) {
+        return Ok(());
+    }
+    names.sort();
+    let shown = names.iter().take(5).map(|n| crate::text::escape_control(n)).collect::<Vec<_>>().join(", ");
+    let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
+    Err(TrainError::Run(format!(
+        "{}: not empty and not an effnet run directory (no {MARKER_FILE}); it holds {shown}{more}, which a run could overwrite or delete; choose a new or empty --run-dir",
+        run_dir.display()
+    )))
+}
+
+/// Removes the temporaries of an interrupted run in the run directory and its `checkpoint/`:
+/// effnet's and burn-store's own temporary names only, never a user's `*.tmp`. With the lock
+/// held, no other run is writing them.
 fn remove_stale_temporaries(run_dir: &Path) {
     let mut removed = 0;
     for dir in [run_dir.to_path_buf(), run_dir.join("checkpoint")] {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for path in entries.flatten().map(|e| e.path()) {
-            if path.extension().is_some_and(|x| x == "tmp") && path.is_file() && std::fs::remove_file(&path).is_ok() {
+        for entry in entries.flatten() {
+            let own = entry.file_name().to_str().is_some_and(effnet_config::fsio::is_own_temporary);
+            let regular = entry.file_type().is_ok_and(|t| t.is_file());
+            if own && regular && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
         }

@@ -44,11 +44,10 @@ impl Summary {
     }
 }
 
-/// Writes `text` to a temporary beside `path`, then renames it over `path`.
+/// Writes `text` to a unique temporary beside `path`, then renames it over `path` (see
+/// [`effnet_config::fsio::write_atomic`]: only a new path or a regular file is replaced).
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    effnet_config::fsio::write_atomic(path, text.as_bytes()).map_err(io(path))
 }
 
 /// Reads `metrics.csv` rows.
